@@ -1,0 +1,222 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nexus-mcp/nexus-mcp/memory"
+)
+
+// withStore opens the database for one administrative command.
+func withStore(cmd *cobra.Command, g *globalFlags, fn func(*memory.Store) error) error {
+	store, err := openStore(cmd.Context(), g)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return fn(store)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newTenantsCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "tenants", Short: "Manage tenants"}
+	var name string
+	create := &cobra.Command{
+		Use: "create TENANT", Short: "Create a tenant", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(cmd, g, func(s *memory.Store) error {
+				if err := s.CreateTenant(cmd.Context(), args[0], name); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "created tenant %s\n", args[0])
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&name, "name", "", "display name")
+	list := &cobra.Command{
+		Use: "list", Short: "List tenants", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd, g, func(s *memory.Store) error {
+				ts, err := s.Tenants(cmd.Context())
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TENANT\tNAME\tSTATUS\tRPS\tBURST\tCREATED")
+				for _, t := range ts {
+					status := "enabled"
+					if t.Disabled {
+						status = "disabled"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%g\t%d\t%s\n", t.ID, orDash(t.Name), status, t.RateRPS, t.RateBurst, t.CreatedAt)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	toggle := func(use, short string, disabled bool) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " TENANT", Short: short, Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return withStore(cmd, g, func(s *memory.Store) error {
+					if err := s.SetTenantDisabled(cmd.Context(), args[0], disabled); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%sd tenant %s\n", use, args[0])
+					return nil
+				})
+			},
+		}
+	}
+	var rps float64
+	var burst int
+	limit := &cobra.Command{
+		Use: "limit TENANT", Short: "Set a tenant's request rate limit (0 = server default)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(cmd, g, func(s *memory.Store) error {
+				if err := s.SetTenantRateLimit(cmd.Context(), args[0], rps, burst); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: %g requests/s, burst %d\n", args[0], rps, burst)
+				return nil
+			})
+		},
+	}
+	limit.Flags().Float64Var(&rps, "rps", 0, "requests per second")
+	limit.Flags().IntVar(&burst, "burst", 0, "burst size")
+	cmd.AddCommand(create, list,
+		toggle("disable", "Disable a tenant (kill switch; effective on the next request)", true),
+		toggle("enable", "Enable a disabled tenant", false),
+		limit)
+	return cmd
+}
+
+func newKeysCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "keys", Short: "Manage API keys"}
+	var nk memory.NewKey
+	create := &cobra.Command{
+		Use: "create", Short: "Create an API key; it is printed once and only its hash is stored", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if nk.TenantID == "" {
+				return fmt.Errorf("--tenant is required")
+			}
+			return withStore(cmd, g, func(s *memory.Store) error {
+				key, k, err := s.CreateAPIKey(cmd.Context(), nk)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), key)
+				fmt.Fprintf(cmd.ErrOrStderr(), "created key %s for tenant %s (store it now: it is not shown again)\n", k.ID, k.TenantID)
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&nk.TenantID, "tenant", "", "tenant (required)")
+	create.Flags().StringVar(&nk.UserID, "user", "", "user the key acts as")
+	create.Flags().StringVar(&nk.AgentID, "agent", "", "agent the key acts as (default agentId of agent tools)")
+	create.Flags().StringVar(&nk.Env, "env", "", "environment the key is bound to (X-Env must match)")
+	create.Flags().StringVar(&nk.Name, "name", "", "label")
+	create.Flags().DurationVar(&nk.TTL, "expires", 0, "lifetime, e.g. 720h (default: never expires)")
+	var tenant string
+	list := &cobra.Command{
+		Use: "list", Short: "List a tenant's keys", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd, g, func(s *memory.Store) error {
+				ks, err := s.APIKeys(cmd.Context(), tenant)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tNAME\tUSER\tAGENT\tENV\tCREATED\tEXPIRES\tREVOKED")
+				for _, k := range ks {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), orDash(k.UserID), orDash(k.AgentID),
+						orDash(k.Env), k.CreatedAt, orDash(k.ExpiresAt), orDash(k.RevokedAt))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	list.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
+	_ = list.MarkFlagRequired("tenant")
+	revoke := &cobra.Command{
+		Use: "revoke KEY_ID", Short: "Revoke a key (effective on the next request)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withStore(cmd, g, func(s *memory.Store) error {
+				if err := s.RevokeAPIKey(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked key %s at %s\n", args[0], time.Now().UTC().Format(time.RFC3339))
+				return nil
+			})
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+func newMembersCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "members", Short: "Manage which users may act in a tenant other than their credential's"}
+	var tenant, user, role string
+	add := &cobra.Command{
+		Use: "add", Short: "Add a member (or change the role)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd, g, func(s *memory.Store) error {
+				if err := s.SetMember(cmd.Context(), tenant, user, role); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "user %s is %s of tenant %s\n", user, role, tenant)
+				return nil
+			})
+		},
+	}
+	add.Flags().StringVar(&role, "role", "member", "member or admin")
+	remove := &cobra.Command{
+		Use: "remove", Short: "Remove a member", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd, g, func(s *memory.Store) error {
+				if err := s.RemoveMember(cmd.Context(), tenant, user); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed user %s from tenant %s\n", user, tenant)
+				return nil
+			})
+		},
+	}
+	for _, c := range []*cobra.Command{add, remove} {
+		c.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
+		c.Flags().StringVar(&user, "user", "", "user (required)")
+		_ = c.MarkFlagRequired("tenant")
+		_ = c.MarkFlagRequired("user")
+	}
+	list := &cobra.Command{
+		Use: "list", Short: "List a tenant's members", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withStore(cmd, g, func(s *memory.Store) error {
+				ms, err := s.Members(cmd.Context(), tenant)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "USER\tROLE\tSINCE")
+				for _, m := range ms {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", m.UserID, m.Role, m.CreatedAt)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	list.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
+	_ = list.MarkFlagRequired("tenant")
+	cmd.AddCommand(add, remove, list)
+	return cmd
+}

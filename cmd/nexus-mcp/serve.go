@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/mark3labs/mcp-go/server"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/tenancy"
+	"github.com/nexus-mcp/nexus-mcp/tools"
+)
+
+type serveFlags struct {
+	graphBudget int
+}
+
+func addServeFlags(fs *pflag.FlagSet, sf *serveFlags) {
+	fs.IntVar(&sf.graphBudget, "graph-budget", tools.DefaultGraphBudget,
+		"largest read_graph/search_nodes answer in bytes before it is paged")
+}
+
+func newServeCmd(g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve MCP over stdio (the default command)",
+		Long: "Serve MCP over stdio. With NEXUS_API_KEY set, every request runs as that key's tenant and user;\n" +
+			"without it, local single-user mode (tenant \"default\").",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serveStdio(cmd.Context(), g, sf, stdin, stdout, stderr)
+		},
+	}
+	addServeFlags(cmd.Flags(), sf)
+	return cmd
+}
+
+// openStore opens the database named by --db or the default path.
+func openStore(ctx context.Context, g *globalFlags) (*memory.Store, error) {
+	path := g.db
+	if path == "" {
+		p, err := memory.DefaultPath()
+		if err != nil {
+			return nil, err
+		}
+		path = p
+	}
+	return memory.Open(ctx, path, memory.Options{})
+}
+
+// stdioIdentity decides the identity of every request of a stdio server,
+// once, at start-up: the key in NEXUS_API_KEY, or local single-user mode.
+func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger) (tenancy.RequestContext, error) {
+	key, ok := os.LookupEnv("NEXUS_API_KEY")
+	if !ok || key == "" {
+		if err := store.EnsureTenant(ctx, tenancy.DefaultTenant); err != nil {
+			return tenancy.RequestContext{}, err
+		}
+		t, err := store.Tenant(ctx, tenancy.DefaultTenant)
+		if err != nil {
+			return tenancy.RequestContext{}, err
+		}
+		if t.Disabled {
+			return tenancy.RequestContext{}, &exitError{code: 1, msg: "tenant \"default\" is disabled"}
+		}
+		logger.Info("NEXUS_API_KEY not set: local single-user mode, tenant \"default\"")
+		return tenancy.RequestContext{TenantID: tenancy.DefaultTenant, AuthMethod: tenancy.AuthLocal}, nil
+	}
+	rc, err := tenancy.VerifyAPIKey(ctx, store, key, time.Now())
+	switch {
+	case errors.Is(err, tenancy.ErrUnauthenticated):
+		return rc, &exitError{code: 1, msg: "NEXUS_API_KEY is not a valid key (unknown, revoked or expired); refusing to start"}
+	case errors.Is(err, tenancy.ErrForbidden):
+		return rc, &exitError{code: 1, msg: "the tenant of NEXUS_API_KEY is disabled; refusing to start"}
+	case err != nil:
+		return rc, fmt.Errorf("verify NEXUS_API_KEY: %w", err)
+	}
+	return rc, nil
+}
+
+// newMCPServer builds the MCP server with every tool and resource.
+func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags) *server.MCPServer {
+	h := tools.New(tools.Deps{Store: store, Logger: logger, GraphBudget: sf.graphBudget})
+	s := server.NewMCPServer("nexus-mcp", buildVersion(), h.ServerOptions()...)
+	h.Register(s)
+	return s
+}
+
+func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr io.Writer) error {
+	logger, err := newLogger(stderr, g.logLevel)
+	if err != nil {
+		return err
+	}
+	store, err := openStore(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	rc, err := stdioIdentity(ctx, store, logger)
+	if err != nil {
+		return err
+	}
+	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Path(),
+		"tenant", rc.TenantID, "user", rc.UserID, "transport", "stdio")
+
+	s := newMCPServer(store, logger, sf)
+	stdio := server.NewStdioServer(s)
+	server.WithWorkerPoolSize(16)(stdio)
+	stdio.SetErrorLogger(log.New(stderr, "mcp-go: ", log.LstdFlags))
+	stdio.SetContextFunc(func(ctx context.Context) context.Context {
+		return tenancy.NewContext(ctx, rc)
+	})
+	err = stdio.Listen(ctx, stdin, stdout)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,343 @@
+package memory
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/nexus-mcp/nexus-mcp/tenancy"
+)
+
+// Administrative operations (tenants, keys, membership). They are called by
+// the CLI and by the authentication layer, before any RequestContext exists,
+// so they take the tenant as an argument instead of from ctx.
+
+var _ tenancy.KeyLookup = (*Store)(nil)
+
+// Tenant is one tenant's row.
+type Tenant struct {
+	ID        string
+	Name      string
+	Disabled  bool
+	RateRPS   float64
+	RateBurst int
+	CreatedAt string
+}
+
+// APIKey is a stored key's metadata; the key itself is never stored.
+type APIKey struct {
+	ID        string
+	TenantID  string
+	UserID    string
+	AgentID   string
+	Env       string
+	Name      string
+	CreatedAt string
+	ExpiresAt string // "" never
+	RevokedAt string // "" not revoked
+}
+
+// NewKey describes a key to create.
+type NewKey struct {
+	TenantID string
+	UserID   string
+	AgentID  string
+	Env      string
+	Name     string
+	TTL      time.Duration // 0: never expires
+}
+
+var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidTenantID reports whether id is an acceptable tenant id: 1–64
+// characters of letters, digits, '.', '_' and '-', starting alphanumeric.
+func ValidTenantID(id string) bool { return tenantIDPattern.MatchString(id) }
+
+// NewID returns a random 128-bit identifier in hex with a prefix.
+func NewID(prefix string) string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // never happens on supported platforms
+	}
+	return prefix + hex.EncodeToString(b)
+}
+
+// CreateTenant creates a tenant; an existing id is ErrConflict.
+func (s *Store) CreateTenant(ctx context.Context, id, name string) error {
+	if !ValidTenantID(id) {
+		return invalidf("invalid tenant id %q: use 1-64 letters, digits, '.', '_' or '-'", id)
+	}
+	return s.write(ctx, func(t *txn) error {
+		res, err := t.exec(`INSERT INTO tenants (id, name, created_at, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (id) DO NOTHING`, id, name, t.now, t.now)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return conflictf("tenant %q already exists", id)
+		}
+		return nil
+	})
+}
+
+// EnsureTenant creates the tenant if it does not exist.
+func (s *Store) EnsureTenant(ctx context.Context, id string) error {
+	err := s.CreateTenant(ctx, id, "")
+	if errors.Is(err, ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+// Tenants lists every tenant.
+func (s *Store) Tenants(ctx context.Context) ([]Tenant, error) {
+	var out []Tenant
+	err := s.read(ctx, func(t *txn) error {
+		rows, err := t.query(`SELECT id, name, disabled, rate_rps, rate_burst, created_at FROM tenants ORDER BY id`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var tn Tenant
+			if err := rows.Scan(&tn.ID, &tn.Name, &tn.Disabled, &tn.RateRPS, &tn.RateBurst, &tn.CreatedAt); err != nil {
+				return err
+			}
+			out = append(out, tn)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// Tenant returns one tenant, or ErrNotFound.
+func (s *Store) Tenant(ctx context.Context, id string) (Tenant, error) {
+	var tn Tenant
+	err := s.read(ctx, func(t *txn) error {
+		err := t.queryRow(`SELECT id, name, disabled, rate_rps, rate_burst, created_at FROM tenants WHERE id = ?`, id).
+			Scan(&tn.ID, &tn.Name, &tn.Disabled, &tn.RateRPS, &tn.RateBurst, &tn.CreatedAt)
+		if err == sql.ErrNoRows {
+			return notFoundf("tenant %q not found", id)
+		}
+		return err
+	})
+	return tn, err
+}
+
+// SetTenantDisabled switches a tenant's kill switch.
+func (s *Store) SetTenantDisabled(ctx context.Context, id string, disabled bool) error {
+	return s.updateTenant(ctx, id, `UPDATE tenants SET disabled = ?, updated_at = ? WHERE id = ?`, disabled)
+}
+
+// SetTenantRateLimit sets a tenant's request rate (per second) and burst; 0 uses the server default.
+func (s *Store) SetTenantRateLimit(ctx context.Context, id string, rps float64, burst int) error {
+	if rps < 0 || burst < 0 {
+		return invalidf("rate and burst must not be negative")
+	}
+	return s.write(ctx, func(t *txn) error {
+		res, err := t.exec(`UPDATE tenants SET rate_rps = ?, rate_burst = ?, updated_at = ? WHERE id = ?`, rps, burst, t.now, id)
+		return tenantUpdated(res, err, id)
+	})
+}
+
+func (s *Store) updateTenant(ctx context.Context, id, query string, v any) error {
+	return s.write(ctx, func(t *txn) error {
+		res, err := t.exec(query, v, t.now, id)
+		return tenantUpdated(res, err, id)
+	})
+}
+
+func tenantUpdated(res sql.Result, err error, id string) error {
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFoundf("tenant %q not found", id)
+	}
+	return nil
+}
+
+// CreateAPIKey creates a key for an existing tenant and returns the key (to
+// show once) and its stored metadata. Only the key's SHA-256 is stored.
+func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, error) {
+	key, err := tenancy.NewAPIKey()
+	if err != nil {
+		return "", APIKey{}, err
+	}
+	k := APIKey{ID: NewID("key_"), TenantID: nk.TenantID, UserID: nk.UserID, AgentID: nk.AgentID, Env: nk.Env, Name: nk.Name}
+	err = s.write(ctx, func(t *txn) error {
+		var exists int
+		if err := t.queryRow(`SELECT count(*) FROM tenants WHERE id = ?`, nk.TenantID).Scan(&exists); err != nil {
+			return err
+		}
+		if exists == 0 {
+			return notFoundf("tenant %q not found", nk.TenantID)
+		}
+		k.CreatedAt = t.now
+		var expires any
+		if nk.TTL > 0 {
+			k.ExpiresAt = s.now().Add(nk.TTL).UTC().Format(time.RFC3339Nano)
+			expires = k.ExpiresAt
+		}
+		_, err := t.exec(`INSERT INTO api_keys (id, tenant_id, user_id, agent_id, env, name, key_hash, created_at, updated_at, expires_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.ID, k.TenantID, k.UserID, k.AgentID, k.Env, k.Name, tenancy.HashAPIKey(key), t.now, t.now, expires)
+		return err
+	})
+	if err != nil {
+		return "", APIKey{}, err
+	}
+	return key, k, nil
+}
+
+// APIKeys lists a tenant's keys (never the keys themselves).
+func (s *Store) APIKeys(ctx context.Context, tenantID string) ([]APIKey, error) {
+	var out []APIKey
+	err := s.read(ctx, func(t *txn) error {
+		rows, err := t.query(`SELECT id, tenant_id, user_id, agent_id, env, name, created_at,
+			coalesce(expires_at, ''), coalesce(revoked_at, '') FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, tenantID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k APIKey
+			if err := rows.Scan(&k.ID, &k.TenantID, &k.UserID, &k.AgentID, &k.Env, &k.Name, &k.CreatedAt, &k.ExpiresAt, &k.RevokedAt); err != nil {
+				return err
+			}
+			out = append(out, k)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// RevokeAPIKey revokes a key by id; it takes effect on the next request.
+func (s *Store) RevokeAPIKey(ctx context.Context, id string) error {
+	return s.write(ctx, func(t *txn) error {
+		res, err := t.exec(`UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?), updated_at = ? WHERE id = ?`, t.now, t.now, id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return notFoundf("key %q not found", id)
+		}
+		return nil
+	})
+}
+
+// APIKeyByHash implements tenancy.KeyLookup. An unknown hash returns an
+// error wrapping tenancy.ErrUnauthenticated.
+func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (tenancy.StoredKey, error) {
+	var (
+		k                tenancy.StoredKey
+		expires, revoked sql.NullString
+	)
+	err := s.read(ctx, func(t *txn) error {
+		return t.queryRow(`SELECT k.id, k.tenant_id, k.user_id, k.agent_id, k.env, k.key_hash, k.expires_at, k.revoked_at, tn.disabled
+			FROM api_keys k JOIN tenants tn ON tn.id = k.tenant_id WHERE k.key_hash = ?`, hash).
+			Scan(&k.ID, &k.TenantID, &k.UserID, &k.AgentID, &k.Env, &k.Hash, &expires, &revoked, &k.TenantDisabled)
+	})
+	if err == sql.ErrNoRows {
+		return tenancy.StoredKey{}, tenancy.ErrUnauthenticated
+	}
+	if err != nil {
+		return tenancy.StoredKey{}, err
+	}
+	if k.ExpiresAt, err = parseTime(expires); err != nil {
+		return tenancy.StoredKey{}, err
+	}
+	if k.RevokedAt, err = parseTime(revoked); err != nil {
+		return tenancy.StoredKey{}, err
+	}
+	return k, nil
+}
+
+func parseTime(v sql.NullString) (time.Time, error) {
+	if !v.Valid || v.String == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, v.String)
+}
+
+// SetMember adds user to tenant with role ("member" or "admin"), or changes the role.
+func (s *Store) SetMember(ctx context.Context, tenantID, userID, role string) error {
+	if role != "member" && role != "admin" {
+		return invalidf("role must be member or admin, not %q", role)
+	}
+	if userID == "" {
+		return invalidf("user must not be empty")
+	}
+	return s.write(ctx, func(t *txn) error {
+		var exists int
+		if err := t.queryRow(`SELECT count(*) FROM tenants WHERE id = ?`, tenantID).Scan(&exists); err != nil {
+			return err
+		}
+		if exists == 0 {
+			return notFoundf("tenant %q not found", tenantID)
+		}
+		_, err := t.exec(`INSERT INTO members (tenant_id, user_id, role, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at`,
+			tenantID, userID, role, t.now, t.now)
+		return err
+	})
+}
+
+// RemoveMember removes user from tenant; absent is ErrNotFound.
+func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string) error {
+	return s.write(ctx, func(t *txn) error {
+		res, err := t.exec(`DELETE FROM members WHERE tenant_id = ? AND user_id = ?`, tenantID, userID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return notFoundf("user %q is not a member of %q", userID, tenantID)
+		}
+		return nil
+	})
+}
+
+// Member is one membership row.
+type Member struct {
+	TenantID, UserID, Role, CreatedAt string
+}
+
+// Members lists a tenant's members.
+func (s *Store) Members(ctx context.Context, tenantID string) ([]Member, error) {
+	var out []Member
+	err := s.read(ctx, func(t *txn) error {
+		rows, err := t.query(`SELECT tenant_id, user_id, role, created_at FROM members WHERE tenant_id = ? ORDER BY user_id`, tenantID)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var m Member
+			if err := rows.Scan(&m.TenantID, &m.UserID, &m.Role, &m.CreatedAt); err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// Membership returns user's role in tenant, or "" when not a member.
+func (s *Store) Membership(ctx context.Context, tenantID, userID string) (string, error) {
+	var role string
+	err := s.read(ctx, func(t *txn) error {
+		err := t.queryRow(`SELECT role FROM members WHERE tenant_id = ? AND user_id = ?`, tenantID, userID).Scan(&role)
+		if err == sql.ErrNoRows {
+			role = ""
+			return nil
+		}
+		return err
+	})
+	return role, err
+}

@@ -1,0 +1,669 @@
+package memory
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// Entity is a node of the knowledge graph.
+type Entity struct {
+	Name         string
+	EntityType   string
+	Observations []string
+	Aliases      []string
+	Metadata     map[string]any
+	CreatedAt    string
+	UpdatedAt    string
+}
+
+// Relation is a directed, typed edge between two entities, by name.
+type Relation struct {
+	From         string
+	To           string
+	RelationType string
+	Properties   map[string]any
+	CreatedAt    string
+}
+
+// Graph is a set of entities and the relations that touch them.
+type Graph struct {
+	Entities  []Entity
+	Relations []Relation
+	// Total is the number of entities the query matched before paging.
+	// Set by ReadGraph, and by SearchNodes when Truncated.
+	Total int
+	// NextOffset is the offset of the next page when Truncated.
+	NextOffset int
+	// Truncated is true when entities were left off to keep the result
+	// within Page.Limit or Page.MaxBytes.
+	Truncated bool
+}
+
+// Page bounds a graph read.
+type Page struct {
+	Offset int
+	Limit  int // 0: no limit
+	// MaxBytes bounds the estimated size of the result when sent to a client
+	// as JSON twice (structured content plus its text copy); 0: no bound.
+	MaxBytes int
+}
+
+// ObservationAdd adds Contents to the entity named EntityName.
+type ObservationAdd struct {
+	EntityName string
+	Contents   []string
+}
+
+// ObservationsAdded reports what AddObservations stored for one entity.
+type ObservationsAdded struct {
+	EntityName string
+	Added      []string
+}
+
+// ObservationDeletion removes Observations from the entity named EntityName.
+type ObservationDeletion struct {
+	EntityName   string
+	Observations []string
+}
+
+func entityNotFound(name string) error {
+	return notFoundf("Entity with name %s not found", name)
+}
+
+func marshalJSON(v any, empty string) (string, error) {
+	if v == nil {
+		return empty, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", invalidf("cannot encode %T as JSON", v)
+	}
+	return string(b), nil
+}
+
+// CreateEntities stores the entities whose names are new in the caller's
+// tenant and returns exactly those; an existing name is skipped, not merged.
+// A name repeated within entities is created once.
+func (s *Store) CreateEntities(ctx context.Context, entities []Entity) ([]Entity, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var created []Entity
+	err = s.write(ctx, func(t *txn) error {
+		created = created[:0]
+		for _, e := range entities {
+			id, ok, err := insertEntity(t, tenant, e)
+			if err != nil {
+				return fmt.Errorf("create entity %q: %w", e.Name, err)
+			}
+			if !ok {
+				continue
+			}
+			added, err := insertObservations(t, tenant, id, e.Observations)
+			if err != nil {
+				return fmt.Errorf("create entity %q: %w", e.Name, err)
+			}
+			e.Observations = added
+			e.CreatedAt, e.UpdatedAt = t.now, t.now
+			created = append(created, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return created, nil
+}
+
+// insertEntity inserts e unless its name exists; ok reports whether it did.
+func insertEntity(t *txn, tenant string, e Entity) (id int64, ok bool, err error) {
+	aliases, err := marshalJSON(e.Aliases, "[]")
+	if err != nil {
+		return 0, false, err
+	}
+	if e.Aliases == nil {
+		aliases = "[]"
+	}
+	metadata, err := marshalJSON(e.Metadata, "{}")
+	if err != nil {
+		return 0, false, err
+	}
+	if e.Metadata == nil {
+		metadata = "{}"
+	}
+	err = t.queryRow(`INSERT INTO entities (tenant_id, name, entity_type, aliases, metadata, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id`,
+		tenant, e.Name, e.EntityType, aliases, metadata, t.now, t.now).Scan(&id)
+	if err == sql.ErrNoRows {
+		return 0, false, nil
+	}
+	return id, err == nil, err
+}
+
+// insertObservations adds contents to the entity and returns those that were
+// not already present, in order.
+func insertObservations(t *txn, tenant string, entityID int64, contents []string) ([]string, error) {
+	added := make([]string, 0, len(contents))
+	for _, c := range contents {
+		var id int64
+		err := t.queryRow(`INSERT INTO observations (tenant_id, entity_id, content, created_at)
+			VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, entity_id, content) DO NOTHING RETURNING id`,
+			tenant, entityID, c, t.now).Scan(&id)
+		if err == sql.ErrNoRows {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		added = append(added, c)
+	}
+	return added, nil
+}
+
+func entityID(t *txn, tenant, name string) (int64, error) {
+	var id int64
+	err := t.queryRow(`SELECT id FROM entities WHERE tenant_id = ? AND name = ?`, tenant, name).Scan(&id)
+	if err == sql.ErrNoRows {
+		return 0, entityNotFound(name)
+	}
+	return id, err
+}
+
+// CreateRelations stores the relations that are new and returns exactly
+// those. A relation whose endpoint does not exist fails the whole call with
+// "Entity with name X not found" and nothing is written.
+func (s *Store) CreateRelations(ctx context.Context, relations []Relation) ([]Relation, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var created []Relation
+	err = s.write(ctx, func(t *txn) error {
+		created = created[:0]
+		for _, r := range relations {
+			from, err := entityID(t, tenant, r.From)
+			if err != nil {
+				return err
+			}
+			to, err := entityID(t, tenant, r.To)
+			if err != nil {
+				return err
+			}
+			props, err := marshalJSON(r.Properties, "{}")
+			if err != nil {
+				return err
+			}
+			if r.Properties == nil {
+				props = "{}"
+			}
+			var id int64
+			err = t.queryRow(`INSERT INTO relations (tenant_id, from_id, to_id, relation_type, properties, created_at, updated_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, from_id, to_id, relation_type) DO NOTHING RETURNING id`,
+				tenant, from, to, r.RelationType, props, t.now, t.now).Scan(&id)
+			if err == sql.ErrNoRows {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("create relation: %w", err)
+			}
+			r.CreatedAt = t.now
+			created = append(created, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return created, nil
+}
+
+// AddObservations adds observations to existing entities and reports, per
+// item, those that were new. An unknown entity fails the whole call with
+// "Entity with name X not found" and nothing is written.
+func (s *Store) AddObservations(ctx context.Context, adds []ObservationAdd) ([]ObservationsAdded, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []ObservationsAdded
+	err = s.write(ctx, func(t *txn) error {
+		out = out[:0]
+		for _, a := range adds {
+			id, err := entityID(t, tenant, a.EntityName)
+			if err != nil {
+				return err
+			}
+			added, err := insertObservations(t, tenant, id, a.Contents)
+			if err != nil {
+				return fmt.Errorf("add observations to %q: %w", a.EntityName, err)
+			}
+			if len(added) > 0 {
+				if _, err := t.exec(`UPDATE entities SET updated_at = ? WHERE tenant_id = ? AND id = ?`, t.now, tenant, id); err != nil {
+					return err
+				}
+			}
+			out = append(out, ObservationsAdded{EntityName: a.EntityName, Added: added})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DeleteEntities deletes the named entities with their observations and
+// every relation touching them. Absent names are ignored.
+func (s *Store) DeleteEntities(ctx context.Context, names []string) error {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return err
+	}
+	list, err := json.Marshal(names)
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, func(t *txn) error {
+		_, err := t.exec(`DELETE FROM entities WHERE tenant_id = ? AND name IN (SELECT value FROM json_each(?))`, tenant, string(list))
+		return err
+	})
+}
+
+// DeleteObservations removes the given observations. Absent entities and
+// observations are ignored.
+func (s *Store) DeleteObservations(ctx context.Context, dels []ObservationDeletion) error {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, func(t *txn) error {
+		for _, d := range dels {
+			list, err := json.Marshal(d.Observations)
+			if err != nil {
+				return err
+			}
+			res, err := t.exec(`DELETE FROM observations WHERE tenant_id = ?
+				AND entity_id = (SELECT id FROM entities WHERE tenant_id = ? AND name = ?)
+				AND content IN (SELECT value FROM json_each(?))`, tenant, tenant, d.EntityName, string(list))
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				if _, err := t.exec(`UPDATE entities SET updated_at = ? WHERE tenant_id = ? AND name = ?`, t.now, tenant, d.EntityName); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteRelations removes the given relations. Absent ones are ignored.
+func (s *Store) DeleteRelations(ctx context.Context, relations []Relation) error {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return err
+	}
+	return s.write(ctx, func(t *txn) error {
+		for _, r := range relations {
+			_, err := t.exec(`DELETE FROM relations WHERE tenant_id = ?
+				AND from_id = (SELECT id FROM entities WHERE tenant_id = ? AND name = ?)
+				AND to_id = (SELECT id FROM entities WHERE tenant_id = ? AND name = ?)
+				AND relation_type = ?`, tenant, tenant, r.From, tenant, r.To, r.RelationType)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// entityRow is an entity with its row id, as loaded for a result.
+type entityRow struct {
+	id int64
+	Entity
+}
+
+// ReadGraph returns the caller's entities in creation order, from
+// page.Offset, each with the relations that start at it, stopping at
+// page.Limit entities or when page.MaxBytes would be exceeded. Total is the
+// number of entities in the tenant.
+func (s *Store) ReadGraph(ctx context.Context, page Page) (Graph, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return Graph{}, err
+	}
+	var g Graph
+	err = s.read(ctx, func(t *txn) error {
+		g = Graph{}
+		if err := t.queryRow(`SELECT count(*) FROM entities WHERE tenant_id = ?`, tenant).Scan(&g.Total); err != nil {
+			return err
+		}
+		limit := page.Limit
+		if limit <= 0 {
+			limit = -1
+		}
+		ents, err := t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
+			FROM (SELECT id, name, entity_type, created_at, updated_at FROM entities
+			      WHERE tenant_id = ? ORDER BY id LIMIT ? OFFSET ?) e
+			LEFT JOIN observations o ON o.tenant_id = ? AND o.entity_id = e.id
+			ORDER BY e.id, o.id`, tenant, limit, page.Offset, tenant)
+		if err != nil {
+			return err
+		}
+		defer ents.Close()
+		rels, err := t.query(`SELECT r.from_id, f.name, t.name, r.relation_type, r.created_at
+			FROM relations r
+			JOIN entities f ON f.tenant_id = r.tenant_id AND f.id = r.from_id
+			JOIN entities t ON t.tenant_id = r.tenant_id AND t.id = r.to_id
+			WHERE r.tenant_id = ? AND r.from_id IN (SELECT id FROM entities WHERE tenant_id = ? ORDER BY id LIMIT ? OFFSET ?)
+			ORDER BY r.from_id, r.id`, tenant, tenant, limit, page.Offset)
+		if err != nil {
+			return err
+		}
+		defer rels.Close()
+		return g.fill(newEntityStream(ents), rels, page)
+	})
+	if err != nil {
+		return Graph{}, err
+	}
+	if page.Offset+len(g.Entities) < g.Total {
+		g.Truncated = true
+		g.NextOffset = page.Offset + len(g.Entities)
+	}
+	return g, nil
+}
+
+// entityStream groups rows of (id, name, type, created, updated, content)
+// ordered by id into entities.
+type entityStream struct {
+	rows    *sql.Rows
+	pending *entityRow
+	err     error
+}
+
+func newEntityStream(rows *sql.Rows) *entityStream { return &entityStream{rows: rows} }
+
+// next returns the next whole entity, or nil at the end.
+func (es *entityStream) next() *entityRow {
+	for es.rows.Next() {
+		var (
+			id                         int64
+			name, typ, created, update string
+			content                    sql.NullString
+		)
+		if err := es.rows.Scan(&id, &name, &typ, &created, &update, &content); err != nil {
+			es.err = err
+			return nil
+		}
+		if es.pending != nil && es.pending.id != id {
+			done := es.pending
+			es.pending = &entityRow{id: id, Entity: Entity{Name: name, EntityType: typ, CreatedAt: created, UpdatedAt: update, Observations: []string{}}}
+			if content.Valid {
+				es.pending.Observations = append(es.pending.Observations, content.String)
+			}
+			return done
+		}
+		if es.pending == nil {
+			es.pending = &entityRow{id: id, Entity: Entity{Name: name, EntityType: typ, CreatedAt: created, UpdatedAt: update, Observations: []string{}}}
+		}
+		if content.Valid {
+			es.pending.Observations = append(es.pending.Observations, content.String)
+		}
+	}
+	if es.err == nil {
+		es.err = es.rows.Err()
+	}
+	done := es.pending
+	es.pending = nil
+	return done
+}
+
+// fill appends entities from es, each with its outgoing relations from rels
+// (ordered by from_id), until page bounds are reached.
+func (g *Graph) fill(es *entityStream, rels *sql.Rows, page Page) error {
+	g.Entities = []Entity{}
+	g.Relations = []Relation{}
+	used := 64
+	var (
+		relPending *Relation
+		relFrom    int64
+		relsDone   bool
+	)
+	nextRel := func() error {
+		relPending = nil
+		if relsDone || !rels.Next() {
+			relsDone = true
+			return rels.Err()
+		}
+		var r Relation
+		if err := rels.Scan(&relFrom, &r.From, &r.To, &r.RelationType, &r.CreatedAt); err != nil {
+			return err
+		}
+		relPending = &r
+		return nil
+	}
+	if err := nextRel(); err != nil {
+		return err
+	}
+	for {
+		e := es.next()
+		if e == nil {
+			return es.err
+		}
+		cost := entityCost(e.Entity)
+		var own []Relation
+		for relPending != nil && relFrom <= e.id {
+			if relFrom == e.id {
+				own = append(own, *relPending)
+				cost += relationCost(*relPending)
+			}
+			if err := nextRel(); err != nil {
+				return err
+			}
+		}
+		if page.MaxBytes > 0 && used+cost > page.MaxBytes {
+			g.Truncated = true
+			return nil
+		}
+		used += cost
+		g.Entities = append(g.Entities, e.Entity)
+		g.Relations = append(g.Relations, own...)
+	}
+}
+
+// jsonStringCost estimates the bytes s takes on the wire: once JSON-encoded
+// in structured content and again, escaped, inside the JSON text copy.
+func jsonStringCost(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			n += 2
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			n += 6
+		case c < utf8.RuneSelf:
+			n++
+		default:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				n += 6
+			} else {
+				n += size
+			}
+			i += size
+			continue
+		}
+		i++
+	}
+	// the text copy escapes every quote and backslash of the encoded form again
+	return 2*n + 2 + strings.Count(s, `"`)*2 + strings.Count(s, `\`)*2
+}
+
+func entityCost(e Entity) int {
+	n := 2*60 + jsonStringCost(e.Name) + jsonStringCost(e.EntityType)
+	for _, o := range e.Observations {
+		n += jsonStringCost(o) + 2
+	}
+	return n
+}
+
+func relationCost(r Relation) int {
+	return 2*50 + jsonStringCost(r.From) + jsonStringCost(r.To) + jsonStringCost(r.RelationType)
+}
+
+// SearchNodes returns the entities whose name, type or any observation
+// contains query, case-insensitively, in creation order, plus every relation
+// with either endpoint among them. Queries of three or more characters use
+// the trigram index; shorter ones scan the tenant's entities.
+func (s *Store) SearchNodes(ctx context.Context, query string, page Page) (Graph, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return Graph{}, err
+	}
+	lq := strings.ToLower(query)
+	match := func(e Entity) bool {
+		if strings.Contains(strings.ToLower(e.Name), lq) || strings.Contains(strings.ToLower(e.EntityType), lq) {
+			return true
+		}
+		for _, o := range e.Observations {
+			if strings.Contains(strings.ToLower(o), lq) {
+				return true
+			}
+		}
+		return false
+	}
+	var g Graph
+	err = s.read(ctx, func(t *txn) error {
+		g = Graph{Entities: []Entity{}, Relations: []Relation{}}
+		var rows *sql.Rows
+		var err error
+		if utf8.RuneCountInString(query) >= 3 && !strings.ContainsRune(query, 0) {
+			phrase := `"` + strings.ReplaceAll(query, `"`, `""`) + `"`
+			rows, err = t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
+				FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+				WHERE e.tenant_id = ? AND e.id IN (
+					SELECT id FROM entities WHERE tenant_id = ? AND id IN (SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?)
+					UNION
+					SELECT entity_id FROM observations WHERE tenant_id = ? AND id IN (SELECT rowid FROM observations_fts WHERE observations_fts MATCH ?))
+				ORDER BY e.id, o.id`, tenant, tenant, phrase, tenant, phrase)
+		} else {
+			rows, err = t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
+				FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+				WHERE e.tenant_id = ? ORDER BY e.id, o.id`, tenant)
+		}
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		es := newEntityStream(rows)
+		var ids []int64
+		used := 64
+		for e := es.next(); e != nil; e = es.next() {
+			if !match(e.Entity) {
+				continue
+			}
+			g.Total++
+			if g.Truncated {
+				continue
+			}
+			cost := entityCost(e.Entity)
+			if (page.MaxBytes > 0 && used+cost > page.MaxBytes) || (page.Limit > 0 && len(ids) >= page.Limit) {
+				g.Truncated = true
+				continue
+			}
+			used += cost
+			ids = append(ids, e.id)
+			g.Entities = append(g.Entities, e.Entity)
+		}
+		if es.err != nil {
+			return es.err
+		}
+		g.Relations, err = relationsTouching(t, tenant, ids)
+		return err
+	})
+	if err != nil {
+		return Graph{}, err
+	}
+	if g.Truncated {
+		g.NextOffset = len(g.Entities)
+	}
+	return g, nil
+}
+
+// OpenNodes returns the named entities that exist, in creation order, plus
+// every relation with either endpoint among them.
+func (s *Store) OpenNodes(ctx context.Context, names []string) (Graph, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return Graph{}, err
+	}
+	list, err := json.Marshal(names)
+	if err != nil {
+		return Graph{}, err
+	}
+	var g Graph
+	err = s.read(ctx, func(t *txn) error {
+		g = Graph{Entities: []Entity{}}
+		rows, err := t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
+			FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+			WHERE e.tenant_id = ? AND e.name IN (SELECT value FROM json_each(?))
+			ORDER BY e.id, o.id`, tenant, string(list))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		es := newEntityStream(rows)
+		var ids []int64
+		for e := es.next(); e != nil; e = es.next() {
+			ids = append(ids, e.id)
+			g.Entities = append(g.Entities, e.Entity)
+		}
+		if es.err != nil {
+			return es.err
+		}
+		g.Total = len(g.Entities)
+		g.Relations, err = relationsTouching(t, tenant, ids)
+		return err
+	})
+	return g, err
+}
+
+// relationsTouching returns the relations with either endpoint in ids, in
+// creation order.
+func relationsTouching(t *txn, tenant string, ids []int64) ([]Relation, error) {
+	out := []Relation{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := t.query(`SELECT f.name, t.name, r.relation_type, r.created_at FROM relations r
+		JOIN entities f ON f.tenant_id = r.tenant_id AND f.id = r.from_id
+		JOIN entities t ON t.tenant_id = r.tenant_id AND t.id = r.to_id
+		WHERE r.tenant_id = ? AND r.id IN (
+			SELECT id FROM relations WHERE tenant_id = ? AND from_id IN (SELECT value FROM json_each(?))
+			UNION
+			SELECT id FROM relations WHERE tenant_id = ? AND to_id IN (SELECT value FROM json_each(?)))
+		ORDER BY r.id`, tenant, tenant, string(list), tenant, string(list))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r Relation
+		if err := rows.Scan(&r.From, &r.To, &r.RelationType, &r.CreatedAt); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}

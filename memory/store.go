@@ -1,0 +1,420 @@
+// Package memory owns persistence: opening SQLite with its pragmas, the
+// embedded migrations, transactions, and every tenant-scoped read and write
+// (graph, credentials, and later messages, learnings, handoffs, delegation
+// records), plus the tenant-keyed caches in front of them.
+//
+// Every exported method that touches tenant data reads the tenant from ctx
+// (tenancy.TenantFromContext) and fails closed when there is none. SQL and
+// driver types never leave this package. memory imports tenancy and
+// delegation, never tools or mcp-go.
+package memory
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nexus-mcp/nexus-mcp/tenancy"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Sentinel errors callers check with errors.Is. Another tenant's data is
+// ErrNotFound, never a permission error.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+	ErrInvalid  = errors.New("invalid")
+)
+
+// Error is an error whose message is safe to show to a client: it names the
+// caller's own input, never SQL or internals. Kind is one of the sentinels.
+type Error struct {
+	Kind error
+	Msg  string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+// Unwrap returns the sentinel, so errors.Is(err, ErrNotFound) works.
+func (e *Error) Unwrap() error { return e.Kind }
+
+func notFoundf(format string, a ...any) error {
+	return &Error{Kind: ErrNotFound, Msg: fmt.Sprintf(format, a...)}
+}
+
+func invalidf(format string, a ...any) error {
+	return &Error{Kind: ErrInvalid, Msg: fmt.Sprintf(format, a...)}
+}
+
+func conflictf(format string, a ...any) error {
+	return &Error{Kind: ErrConflict, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Options configure Open.
+type Options struct {
+	// Now is the clock; time.Now when nil. Read once per transaction.
+	Now func() time.Time
+	// ReadConns is the size of the reader pool (default max(4, GOMAXPROCS)).
+	ReadConns int
+	// Synchronous is the synchronous pragma (default NORMAL).
+	Synchronous string
+}
+
+// Store is the SQLite implementation of nexus-mcp's storage.
+type Store struct {
+	path string
+	w    *sql.DB // single writer connection, IMMEDIATE transactions
+	r    *sql.DB // reader pool
+	now  func() time.Time
+
+	wStmts, rStmts stmtCache
+}
+
+// stmtCache keeps one prepared statement per query text for a pool, so hot
+// statements are parsed once per connection instead of once per call.
+// A statement cannot be prepared on the pool while a transaction holds the
+// writer's only connection, so a query seen for the first time inside a
+// transaction is prepared on that transaction alone and queued; warm
+// prepares the queue on the pool before the next transaction begins.
+type stmtCache struct {
+	db      *sql.DB
+	mu      sync.Mutex
+	m       map[string]*sql.Stmt
+	pending map[string]bool
+}
+
+func (c *stmtCache) lookup(query string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.m[query]
+	if st == nil {
+		if c.pending == nil {
+			c.pending = map[string]bool{}
+		}
+		c.pending[query] = true
+	}
+	return st
+}
+
+// warm prepares the queued queries; it must not be called while holding a
+// connection of the pool.
+func (c *stmtCache) warm(ctx context.Context) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for q := range c.pending {
+		st, err := c.db.PrepareContext(ctx, q)
+		if err != nil {
+			continue // the query's own call reports the error
+		}
+		if c.m == nil {
+			c.m = map[string]*sql.Stmt{}
+		}
+		c.m[q] = st
+		delete(c.pending, q)
+	}
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = nil
+}
+
+// txn is a transaction whose statements come from the pool's cache.
+type txn struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	cache *stmtCache
+	now   string // the transaction's time, UTC RFC 3339
+}
+
+func (t *txn) stmt(query string) (*sql.Stmt, error) {
+	if st := t.cache.lookup(query); st != nil {
+		return t.tx.StmtContext(t.ctx, st), nil
+	}
+	return t.tx.PrepareContext(t.ctx, query)
+}
+
+func (t *txn) exec(query string, args ...any) (sql.Result, error) {
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.ExecContext(t.ctx, args...)
+}
+
+func (t *txn) query(query string, args ...any) (*sql.Rows, error) {
+	st, err := t.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	return st.QueryContext(t.ctx, args...)
+}
+
+// queryRow is QueryRow through the cache; a prepare error surfaces from Scan.
+func (t *txn) queryRow(query string, args ...any) *sql.Row {
+	if st := t.cache.lookup(query); st != nil {
+		return t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)
+	}
+	return t.tx.QueryRowContext(t.ctx, query, args...)
+}
+
+// DefaultPath returns $XDG_DATA_HOME/nexus-mcp/nexus.db, falling back to
+// ~/.local/share/nexus-mcp/nexus.db.
+func DefaultPath() (string, error) {
+	dir := os.Getenv("XDG_DATA_HOME")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find home directory: %w", err)
+		}
+		dir = filepath.Join(home, ".local", "share")
+	}
+	return filepath.Join(dir, "nexus-mcp", "nexus.db"), nil
+}
+
+func dsn(path string, txlock, sync string) string {
+	q := url.Values{}
+	// busy_timeout first, so that setting journal_mode on a busy file waits.
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "foreign_keys(ON)")
+	q.Add("_pragma", "synchronous("+sync+")")
+	if txlock != "" {
+		q.Add("_txlock", txlock)
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Open opens (creating if needed) the database at path, with directory mode
+// 0700 and file mode 0600, and applies pending migrations.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = max(4, runtime.GOMAXPROCS(0))
+	}
+	if opts.Synchronous == "" {
+		opts.Synchronous = "NORMAL"
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create database directory: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create database file: %w", err)
+	}
+	f.Close()
+
+	w, err := sql.Open("sqlite", dsn(path, "immediate", opts.Synchronous))
+	if err != nil {
+		return nil, fmt.Errorf("open writer: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+
+	r, err := sql.Open("sqlite", dsn(path, "", opts.Synchronous)+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open readers: %w", err)
+	}
+	r.SetMaxOpenConns(opts.ReadConns)
+	r.SetMaxIdleConns(opts.ReadConns)
+	r.SetConnMaxIdleTime(0)
+	r.SetConnMaxLifetime(0)
+
+	s := &Store{path: path, w: w, r: r, now: opts.Now}
+	s.wStmts.db, s.rStmts.db = w, r
+	if err := s.checkWAL(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes both pools. A clean close checkpoints and removes the WAL.
+func (s *Store) Close() error {
+	s.wStmts.close()
+	s.rStmts.close()
+	return errors.Join(s.r.Close(), s.w.Close())
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+func (s *Store) checkWAL(ctx context.Context) error {
+	var mode string
+	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("read journal mode: %w", err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("journal mode is %q, want wal", mode)
+	}
+	return nil
+}
+
+// Pragmas reads busy_timeout, journal_mode, foreign_keys and synchronous on
+// one connection of each pool; tests use it to prove the DSN applies them to
+// every pooled connection.
+func (s *Store) Pragmas(ctx context.Context, reader bool) (map[string]string, error) {
+	db := s.w
+	if reader {
+		db = s.r
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	out := map[string]string{}
+	for _, p := range []string{"busy_timeout", "journal_mode", "foreign_keys", "synchronous"} {
+		var v string
+		if err := conn.QueryRowContext(ctx, "PRAGMA "+p).Scan(&v); err != nil {
+			return nil, fmt.Errorf("read pragma %s: %w", p, err)
+		}
+		out[p] = v
+	}
+	return out, nil
+}
+
+// migrate applies the embedded migrations in order, each in its own
+// transaction, recording them in schema_migrations.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`); err != nil {
+		return fmt.Errorf("create schema_migrations: %w", err)
+	}
+	names, err := fs.Glob(migrationFS, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		base := filepath.Base(name)
+		version, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migration %s: bad version prefix", base)
+		}
+		body, err := migrationFS.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		if err := s.applyMigration(ctx, version, base, string(body)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) applyMigration(ctx context.Context, version int, name, body string) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations WHERE version = ?", version).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, body); err != nil {
+		return fmt.Errorf("apply migration %s: %w", name, err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+		version, name, s.now().UTC().Format(time.RFC3339Nano)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Migrations lists the applied migrations in order.
+func (s *Store) Migrations(ctx context.Context) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT name FROM schema_migrations ORDER BY version")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// Ping reports whether the database is reachable and migrated.
+func (s *Store) Ping(ctx context.Context) error {
+	var n int
+	return s.r.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n)
+}
+
+// write runs fn in one IMMEDIATE transaction on the writer connection, with
+// the time read once.
+func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
+	s.wStmts.warm(ctx)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	if err := fn(&txn{ctx: ctx, tx: tx, cache: &s.wStmts, now: s.stamp()}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// read runs fn in one transaction on the reader pool, so a multi-statement
+// read sees one snapshot.
+func (s *Store) read(ctx context.Context, fn func(t *txn) error) error {
+	s.rStmts.warm(ctx)
+	tx, err := s.r.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(&txn{ctx: ctx, tx: tx, cache: &s.rStmts, now: s.stamp()})
+}
+
+func (s *Store) stamp() string { return s.now().UTC().Format(time.RFC3339Nano) }
+
+func tenantOf(ctx context.Context) (string, error) {
+	t, err := tenancy.TenantFromContext(ctx)
+	if err != nil {
+		return "", fmt.Errorf("memory: %w", err)
+	}
+	return t, nil
+}

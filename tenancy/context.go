@@ -1,0 +1,79 @@
+// Package tenancy owns identity: the RequestContext every handler receives,
+// the context helpers that carry it, credential verification (API keys, JWT)
+// and the HTTP middleware and stdio context func that put it into ctx.
+//
+// tenancy imports only golang-jwt, golang.org/x/time/rate and the standard
+// library; it never imports memory, tools or mcp-go. Storage it needs is
+// declared here as small interfaces that memory implements.
+package tenancy
+
+import (
+	"context"
+	"errors"
+)
+
+// Sentinel errors callers check with errors.Is.
+var (
+	// ErrUnauthenticated means no valid credential was presented.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden means the credential is valid but may not do this.
+	ErrForbidden = errors.New("forbidden")
+	// ErrNoTenant means a context carries no RequestContext with a tenant.
+	ErrNoTenant = errors.New("no tenant in context")
+)
+
+// AuthMethod names how a RequestContext was established.
+type AuthMethod string
+
+// The ways a request can be authenticated.
+const (
+	AuthLocal     AuthMethod = "local"      // stdio without a key: single-user local mode
+	AuthAPIKey    AuthMethod = "api_key"    // a stored API key (stdio env or HTTP)
+	AuthJWT       AuthMethod = "jwt"        // a verified JWT bearer token
+	AuthLegacyKey AuthMethod = "legacy_key" // the single legacy deployment key
+)
+
+// DefaultTenant is the tenant of local single-user mode and of the legacy key.
+const DefaultTenant = "default"
+
+// RequestContext is the verified identity of one request. It is built only
+// at the edge (HTTP auth middleware, stdio start-up) from the authenticated
+// transport; nothing a client sends in tool arguments can change it.
+type RequestContext struct {
+	TenantID   string
+	UserID     string // empty when the credential names no user
+	APIKeyID   string // empty unless AuthMethod is AuthAPIKey
+	AgentID    string // the agent named by the credential, if any
+	AuthMethod AuthMethod
+	Env        string // the credential's environment, if bound to one
+	Timezone   string // informational only (X-User-Timezone); never used for access
+	Role       string // membership role in TenantID ("member", "admin"), or "" for the credential's own tenant
+	// DevOverride is true when UserID came from the X-User-Id dev header.
+	DevOverride bool
+	// Trust is the EATP trust context of the request, when one was presented.
+	Trust any
+}
+
+type ctxKey struct{}
+
+// NewContext returns a copy of ctx carrying rc.
+func NewContext(ctx context.Context, rc RequestContext) context.Context {
+	return context.WithValue(ctx, ctxKey{}, rc)
+}
+
+// FromContext returns the RequestContext in ctx, if any.
+func FromContext(ctx context.Context) (RequestContext, bool) {
+	rc, ok := ctx.Value(ctxKey{}).(RequestContext)
+	return rc, ok
+}
+
+// TenantFromContext returns the tenant of ctx, or ErrNoTenant when ctx
+// carries no RequestContext or an empty tenant. Storage calls it on every
+// operation and fails closed on the error.
+func TenantFromContext(ctx context.Context) (string, error) {
+	rc, ok := FromContext(ctx)
+	if !ok || rc.TenantID == "" {
+		return "", ErrNoTenant
+	}
+	return rc.TenantID, nil
+}

@@ -1,0 +1,359 @@
+package tools
+
+import (
+	"context"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/nexus-mcp/nexus-mcp/memory"
+)
+
+// The nine knowledge-graph tools keep the names, input schemas, result
+// shapes, annotations and semantics of @modelcontextprotocol/server-memory.
+
+// entityWire is an entity as the reference server sends and receives it.
+type entityWire struct {
+	Name         string   `json:"name" jsonschema:"The name of the entity" max:"512"`
+	EntityType   string   `json:"entityType" jsonschema:"The type of the entity" max:"512"`
+	Observations []string `json:"observations" jsonschema:"An array of observation contents associated with the entity"`
+}
+
+// relationWire is a relation as the reference server sends and receives it.
+type relationWire struct {
+	From         string `json:"from" jsonschema:"The name of the entity where the relation starts" max:"512"`
+	To           string `json:"to" jsonschema:"The name of the entity where the relation ends" max:"512"`
+	RelationType string `json:"relationType" jsonschema:"The type of the relation" max:"512"`
+}
+
+// graphWire is the result of read_graph, search_nodes and open_nodes.
+// Total, NextOffset and Truncated appear only on a partial answer.
+type graphWire struct {
+	Entities   []entityWire   `json:"entities"`
+	Relations  []relationWire `json:"relations"`
+	Total      *int           `json:"total,omitempty" jsonschema:"number of matching entities, when the answer is partial or paged"`
+	NextOffset *int           `json:"nextOffset,omitempty" jsonschema:"offset of the next page, when truncated"`
+	Truncated  bool           `json:"truncated,omitempty" jsonschema:"true when entities were left off to respect limit or the size budget"`
+}
+
+type statusWire struct {
+	Success bool   `json:"success"`
+	Message string `json:"message"`
+}
+
+func entitiesToWire(es []memory.Entity) []entityWire {
+	out := make([]entityWire, len(es))
+	for i, e := range es {
+		obs := e.Observations
+		if obs == nil {
+			obs = []string{}
+		}
+		out[i] = entityWire{Name: e.Name, EntityType: e.EntityType, Observations: obs}
+	}
+	return out
+}
+
+func relationsToWire(rs []memory.Relation) []relationWire {
+	out := make([]relationWire, len(rs))
+	for i, r := range rs {
+		out[i] = relationWire{From: r.From, To: r.To, RelationType: r.RelationType}
+	}
+	return out
+}
+
+func relationsFromWire(rs []relationWire) []memory.Relation {
+	out := make([]memory.Relation, len(rs))
+	for i, r := range rs {
+		out[i] = memory.Relation{From: r.From, To: r.To, RelationType: r.RelationType}
+	}
+	return out
+}
+
+// graphToWire renders g; paged reports whether the caller asked for a page,
+// in which case total is always given.
+func graphToWire(g memory.Graph, paged bool) graphWire {
+	w := graphWire{Entities: entitiesToWire(g.Entities), Relations: relationsToWire(g.Relations)}
+	if paged || g.Truncated {
+		w.Total = ptr(g.Total)
+	}
+	if g.Truncated {
+		w.NextOffset = ptr(g.NextOffset)
+		w.Truncated = true
+	}
+	return w
+}
+
+// referenceAnnotations sets the four hints as the reference server does.
+func referenceAnnotations(readOnly, destructive, idempotent bool) []mcp.ToolOption {
+	return []mcp.ToolOption{
+		mcp.WithReadOnlyHintAnnotation(readOnly),
+		mcp.WithDestructiveHintAnnotation(destructive),
+		mcp.WithIdempotentHintAnnotation(idempotent),
+		mcp.WithOpenWorldHintAnnotation(false),
+	}
+}
+
+func graphTool(name, title, description string, in, out mcp.ToolOption, hints []mcp.ToolOption) mcp.Tool {
+	opts := append([]mcp.ToolOption{mcp.WithToolTitle(title), mcp.WithDescription(description), in, out}, hints...)
+	return mcp.NewTool(name, opts...)
+}
+
+// createEntitiesArgs are the arguments of create_entities.
+type createEntitiesArgs struct {
+	Entities []entityWire `json:"entities"`
+}
+
+type createEntitiesResult struct {
+	Entities []entityWire `json:"entities"`
+}
+
+func (h *Handlers) createEntities() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("create_entities", "Create Entities",
+			"Create multiple new entities in the knowledge graph",
+			inputSchema[createEntitiesArgs](), outputSchema[createEntitiesResult](),
+			referenceAnnotations(false, false, false)),
+		Handler: handle(h, h.doCreateEntities),
+	}
+}
+
+func (h *Handlers) doCreateEntities(ctx context.Context, args createEntitiesArgs) (any, error) {
+	in := make([]memory.Entity, len(args.Entities))
+	for i, e := range args.Entities {
+		in[i] = memory.Entity{Name: e.Name, EntityType: e.EntityType, Observations: e.Observations}
+	}
+	created, err := h.store.CreateEntities(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	h.graphChanged(ctx, len(created) > 0)
+	return createEntitiesResult{Entities: entitiesToWire(created)}, nil
+}
+
+// createRelationsArgs are the arguments of create_relations.
+type createRelationsArgs struct {
+	Relations []relationWire `json:"relations"`
+}
+
+type createRelationsResult struct {
+	Relations []relationWire `json:"relations"`
+}
+
+func (h *Handlers) createRelations() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("create_relations", "Create Relations",
+			"Create multiple new relations between entities in the knowledge graph. Relations should be in active voice",
+			inputSchema[createRelationsArgs](), outputSchema[createRelationsResult](),
+			referenceAnnotations(false, false, false)),
+		Handler: handle(h, h.doCreateRelations),
+	}
+}
+
+func (h *Handlers) doCreateRelations(ctx context.Context, args createRelationsArgs) (any, error) {
+	created, err := h.store.CreateRelations(ctx, relationsFromWire(args.Relations))
+	if err != nil {
+		return nil, err
+	}
+	h.graphChanged(ctx, len(created) > 0)
+	return createRelationsResult{Relations: relationsToWire(created)}, nil
+}
+
+type observationAddWire struct {
+	EntityName string   `json:"entityName" jsonschema:"The name of the entity to add the observations to" max:"512"`
+	Contents   []string `json:"contents" jsonschema:"An array of observation contents to add"`
+}
+
+// addObservationsArgs are the arguments of add_observations.
+type addObservationsArgs struct {
+	Observations []observationAddWire `json:"observations"`
+}
+
+type observationsAddedWire struct {
+	EntityName        string   `json:"entityName"`
+	AddedObservations []string `json:"addedObservations"`
+}
+
+type addObservationsResult struct {
+	Results []observationsAddedWire `json:"results"`
+}
+
+func (h *Handlers) addObservations() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("add_observations", "Add Observations",
+			"Add new observations to existing entities in the knowledge graph",
+			inputSchema[addObservationsArgs](), outputSchema[addObservationsResult](),
+			referenceAnnotations(false, false, false)),
+		Handler: handle(h, h.doAddObservations),
+	}
+}
+
+func (h *Handlers) doAddObservations(ctx context.Context, args addObservationsArgs) (any, error) {
+	in := make([]memory.ObservationAdd, len(args.Observations))
+	for i, o := range args.Observations {
+		in[i] = memory.ObservationAdd{EntityName: o.EntityName, Contents: o.Contents}
+	}
+	res, err := h.store.AddObservations(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	out := addObservationsResult{Results: make([]observationsAddedWire, len(res))}
+	changed := false
+	for i, r := range res {
+		out.Results[i] = observationsAddedWire{EntityName: r.EntityName, AddedObservations: r.Added}
+		changed = changed || len(r.Added) > 0
+	}
+	h.graphChanged(ctx, changed)
+	return out, nil
+}
+
+// deleteEntitiesArgs are the arguments of delete_entities.
+type deleteEntitiesArgs struct {
+	EntityNames []string `json:"entityNames" jsonschema:"An array of entity names to delete"`
+}
+
+func (h *Handlers) deleteEntities() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("delete_entities", "Delete Entities",
+			"Delete multiple entities and their associated relations from the knowledge graph",
+			inputSchema[deleteEntitiesArgs](), outputSchema[statusWire](),
+			referenceAnnotations(false, true, true)),
+		Handler: handle(h, h.doDeleteEntities),
+	}
+}
+
+func (h *Handlers) doDeleteEntities(ctx context.Context, args deleteEntitiesArgs) (any, error) {
+	if err := h.store.DeleteEntities(ctx, args.EntityNames); err != nil {
+		return nil, err
+	}
+	h.graphChanged(ctx, len(args.EntityNames) > 0)
+	return statusWire{Success: true, Message: "Entities deleted successfully"}, nil
+}
+
+type observationDeletionWire struct {
+	EntityName   string   `json:"entityName" jsonschema:"The name of the entity containing the observations" max:"512"`
+	Observations []string `json:"observations" jsonschema:"An array of observations to delete"`
+}
+
+// deleteObservationsArgs are the arguments of delete_observations.
+type deleteObservationsArgs struct {
+	Deletions []observationDeletionWire `json:"deletions"`
+}
+
+func (h *Handlers) deleteObservations() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("delete_observations", "Delete Observations",
+			"Delete specific observations from entities in the knowledge graph",
+			inputSchema[deleteObservationsArgs](), outputSchema[statusWire](),
+			referenceAnnotations(false, true, true)),
+		Handler: handle(h, h.doDeleteObservations),
+	}
+}
+
+func (h *Handlers) doDeleteObservations(ctx context.Context, args deleteObservationsArgs) (any, error) {
+	in := make([]memory.ObservationDeletion, len(args.Deletions))
+	for i, d := range args.Deletions {
+		in[i] = memory.ObservationDeletion{EntityName: d.EntityName, Observations: d.Observations}
+	}
+	if err := h.store.DeleteObservations(ctx, in); err != nil {
+		return nil, err
+	}
+	h.graphChanged(ctx, len(in) > 0)
+	return statusWire{Success: true, Message: "Observations deleted successfully"}, nil
+}
+
+// deleteRelationsArgs are the arguments of delete_relations.
+type deleteRelationsArgs struct {
+	Relations []relationWire `json:"relations" jsonschema:"An array of relations to delete"`
+}
+
+func (h *Handlers) deleteRelations() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("delete_relations", "Delete Relations",
+			"Delete multiple relations from the knowledge graph",
+			inputSchema[deleteRelationsArgs](), outputSchema[statusWire](),
+			referenceAnnotations(false, true, true)),
+		Handler: handle(h, h.doDeleteRelations),
+	}
+}
+
+func (h *Handlers) doDeleteRelations(ctx context.Context, args deleteRelationsArgs) (any, error) {
+	if err := h.store.DeleteRelations(ctx, relationsFromWire(args.Relations)); err != nil {
+		return nil, err
+	}
+	h.graphChanged(ctx, len(args.Relations) > 0)
+	return statusWire{Success: true, Message: "Relations deleted successfully"}, nil
+}
+
+// readGraphArgs are the (optional, nexus-mcp only) arguments of read_graph.
+type readGraphArgs struct {
+	Limit  int `json:"limit,omitempty" jsonschema:"optional: at most this many entities (default: all that fit the size budget)"`
+	Offset int `json:"offset,omitempty" jsonschema:"optional: skip this many entities (use nextOffset of a truncated answer)"`
+}
+
+func (h *Handlers) readGraph() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("read_graph", "Read Graph",
+			"Read the entire knowledge graph. A graph too large for one message comes back in pages: "+
+				"truncated is true and nextOffset is the offset of the next page.",
+			inputSchema[readGraphArgs](), outputSchema[graphWire](),
+			referenceAnnotations(true, false, true)),
+		Handler: handle(h, h.doReadGraph),
+	}
+}
+
+func (h *Handlers) doReadGraph(ctx context.Context, args readGraphArgs) (any, error) {
+	if args.Limit < 0 || args.Offset < 0 {
+		return nil, argErrorf("limit and offset must not be negative")
+	}
+	g, err := h.store.ReadGraph(ctx, memory.Page{Offset: args.Offset, Limit: args.Limit, MaxBytes: h.budget})
+	if err != nil {
+		return nil, err
+	}
+	return graphToWire(g, args.Limit > 0 || args.Offset > 0), nil
+}
+
+// searchNodesArgs are the arguments of search_nodes.
+type searchNodesArgs struct {
+	Query string `json:"query" jsonschema:"The search query to match against entity names, types, and observation content" max:"4096"`
+}
+
+func (h *Handlers) searchNodes() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("search_nodes", "Search Nodes",
+			"Search for nodes in the knowledge graph based on a query",
+			inputSchema[searchNodesArgs](), outputSchema[graphWire](),
+			referenceAnnotations(true, false, true)),
+		Handler: handle(h, h.doSearchNodes),
+	}
+}
+
+func (h *Handlers) doSearchNodes(ctx context.Context, args searchNodesArgs) (any, error) {
+	g, err := h.store.SearchNodes(ctx, args.Query, memory.Page{MaxBytes: h.budget})
+	if err != nil {
+		return nil, err
+	}
+	return graphToWire(g, false), nil
+}
+
+// openNodesArgs are the arguments of open_nodes.
+type openNodesArgs struct {
+	Names []string `json:"names" jsonschema:"An array of entity names to retrieve"`
+}
+
+func (h *Handlers) openNodes() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("open_nodes", "Open Nodes",
+			"Open specific nodes in the knowledge graph by their names",
+			inputSchema[openNodesArgs](), outputSchema[graphWire](),
+			referenceAnnotations(true, false, true)),
+		Handler: handle(h, h.doOpenNodes),
+	}
+}
+
+func (h *Handlers) doOpenNodes(ctx context.Context, args openNodesArgs) (any, error) {
+	g, err := h.store.OpenNodes(ctx, args.Names)
+	if err != nil {
+		return nil, err
+	}
+	return graphToWire(g, false), nil
+}
