@@ -12,6 +12,19 @@ import (
 // The nine knowledge-graph tools keep the names, input schemas, result
 // shapes, annotations and semantics of @modelcontextprotocol/server-memory.
 
+// GraphStore is the storage of the knowledge-graph tools.
+type GraphStore interface {
+	CreateEntities(ctx context.Context, entities []memory.Entity) ([]memory.Entity, error)
+	CreateRelations(ctx context.Context, relations []memory.Relation) ([]memory.Relation, error)
+	AddObservations(ctx context.Context, adds []memory.ObservationAdd) ([]memory.ObservationsAdded, error)
+	DeleteEntities(ctx context.Context, names []string) error
+	DeleteObservations(ctx context.Context, dels []memory.ObservationDeletion) error
+	DeleteRelations(ctx context.Context, relations []memory.Relation) error
+	ReadGraph(ctx context.Context, page memory.Page) (memory.Graph, error)
+	SearchNodes(ctx context.Context, query string, page memory.Page) (memory.Graph, error)
+	OpenNodes(ctx context.Context, names []string) (memory.Graph, error)
+}
+
 // entityWire is an entity as the reference server sends and receives it.
 type entityWire struct {
 	Name         string   `json:"name" jsonschema:"The name of the entity" max:"512"`

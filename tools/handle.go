@@ -4,20 +4,28 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"strings"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
-// handle is the only adapter between mcp-go and a domain function: it binds
-// the arguments, refuses a call without a tenant, calls fn, maps its error
-// and renders the result as structured content plus its compact JSON text.
+// handle is the only adapter between mcp-go and a domain function: it
+// refuses a call without a tenant, checks the arguments (identity fields,
+// then the input schema), binds them, calls fn, maps its error and renders
+// the result as structured content plus its compact JSON text.
 func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error)) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
-		if _, err := tenancy.TenantFromContext(ctx); err != nil {
-			return nil, h.internal(ctx, "tool", req.Params.Name, err)
+		rc, ok := tenancy.FromContext(ctx)
+		if !ok || rc.TenantID == "" {
+			return nil, h.internal(ctx, "tool", req.Params.Name, tenancy.ErrNoTenant)
+		}
+		if err := h.checkArguments(rc, req.Params.Name, req.Params.Arguments); err != nil {
+			return h.errorResult(ctx, req.Params.Name, err)
 		}
 		var args A
 		if err := req.BindArguments(&args); err != nil {
@@ -29,6 +37,76 @@ func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error
 		}
 		return h.render(ctx, req.Params.Name, res)
 	}
+}
+
+// resolveSchemas compiles every tool's input schema once.
+func resolveSchemas(tools []server.ServerTool) map[string]*jsonschema.Resolved {
+	out := make(map[string]*jsonschema.Resolved, len(tools))
+	for _, t := range tools {
+		var s jsonschema.Schema
+		if err := json.Unmarshal(t.Tool.RawInputSchema, &s); err != nil {
+			panic(fmt.Sprintf("tool %s: input schema: %v", t.Tool.Name, err))
+		}
+		rs, err := s.Resolve(nil)
+		if err != nil {
+			panic(fmt.Sprintf("tool %s: input schema: %v", t.Tool.Name, err))
+		}
+		out[t.Tool.Name] = rs
+	}
+	return out
+}
+
+// checkArguments refuses arguments that name a tenant or env other than the
+// caller's (anywhere, at any depth) with "forbidden: tenant mismatch", then
+// validates them against the tool's input schema. The identity check comes
+// first so that a spoofing attempt is reported as such, not as a schema error.
+func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw any) error {
+	if raw == nil {
+		raw = map[string]any{}
+	}
+	if identityMismatch(rc, raw, 0) {
+		return errForbiddenMismatch
+	}
+	if rs := h.schemas[tool]; rs != nil {
+		if err := rs.Validate(raw); err != nil {
+			return argErrorf("invalid arguments: %v", err)
+		}
+	}
+	return nil
+}
+
+// identityMismatch reports whether v contains a tenant or env field whose
+// value differs from rc.
+func identityMismatch(rc tenancy.RequestContext, v any, depth int) bool {
+	if depth > 64 {
+		return true // deeper than any schema allows; refuse rather than recurse on
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		for k, val := range x {
+			key := strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(k))
+			switch key {
+			case "tenant", "tenantid", "org", "orgid":
+				if s, ok := val.(string); !ok || s != rc.TenantID {
+					return true
+				}
+			case "env", "environment":
+				if s, ok := val.(string); !ok || s != rc.Env {
+					return true
+				}
+			}
+			if identityMismatch(rc, val, depth+1) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if identityMismatch(rc, e, depth+1) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // render returns res as structured content with its compact JSON as text.

@@ -10,27 +10,20 @@
 package tools
 
 import (
-	"context"
 	"log/slog"
 	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
 )
 
-// Store is the storage the tools need. memory.Store implements it; the
+// Store is the storage the tools need: one small interface per domain,
+// each declared beside its tools. memory.Store implements it; the
 // PostgreSQL store will too.
 type Store interface {
-	CreateEntities(ctx context.Context, entities []memory.Entity) ([]memory.Entity, error)
-	CreateRelations(ctx context.Context, relations []memory.Relation) ([]memory.Relation, error)
-	AddObservations(ctx context.Context, adds []memory.ObservationAdd) ([]memory.ObservationsAdded, error)
-	DeleteEntities(ctx context.Context, names []string) error
-	DeleteObservations(ctx context.Context, dels []memory.ObservationDeletion) error
-	DeleteRelations(ctx context.Context, relations []memory.Relation) error
-	ReadGraph(ctx context.Context, page memory.Page) (memory.Graph, error)
-	SearchNodes(ctx context.Context, query string, page memory.Page) (memory.Graph, error)
-	OpenNodes(ctx context.Context, names []string) (memory.Graph, error)
+	GraphStore
 }
 
 var _ Store = (*memory.Store)(nil)
@@ -58,6 +51,8 @@ type Handlers struct {
 	budget int
 	subs   *subscriptions
 	srv    *server.MCPServer
+	// schemas are the compiled input schemas, by tool name.
+	schemas map[string]*jsonschema.Resolved
 }
 
 // New returns the handlers for deps.
@@ -72,6 +67,7 @@ func New(deps Deps) *Handlers {
 	if h.budget <= 0 {
 		h.budget = DefaultGraphBudget
 	}
+	h.schemas = resolveSchemas(h.all())
 	return h
 }
 
@@ -91,14 +87,14 @@ func (h *Handlers) all() []server.ServerTool {
 	}
 }
 
-// ServerOptions are the mcp-go options the handlers need: input validation,
-// strict schemas, the recovery middleware, resource subscriptions and the
-// hooks that track them.
+// ServerOptions are the mcp-go options the handlers need: strict schemas,
+// the recovery middleware, resource subscriptions and the hooks that track
+// them. Input validation is done by handle (not WithInputSchemaValidation),
+// because the identity check must run before the schema check.
 func (h *Handlers) ServerOptions() []server.ServerOption {
 	hooks := &server.Hooks{}
 	h.subs.install(hooks)
 	return []server.ServerOption{
-		server.WithInputSchemaValidation(),
 		server.WithStrictInputSchemaDefault(),
 		server.WithToolCapabilities(false),
 		server.WithResourceCapabilities(true, false),
