@@ -23,13 +23,21 @@ const (
 // inputSchema returns the tool option declaring T's JSON schema, with
 // additionalProperties false and limits on every string and array.
 func inputSchema[T any]() mcp.ToolOption {
-	return mcp.WithRawInputSchema(mustSchema[T](true))
+	raw := mustSchema[T](true)
+	return func(t *mcp.Tool) {
+		t.InputSchema = mcp.ToolInputSchema{} // mcp.NewTool's default would conflict with the raw schema
+		t.RawInputSchema = raw
+	}
 }
 
 // outputSchema returns the tool option declaring T's JSON schema as the
 // tool's output schema.
 func outputSchema[T any]() mcp.ToolOption {
-	return mcp.WithRawOutputSchema(mustSchema[T](false))
+	raw := mustSchema[T](false)
+	return func(t *mcp.Tool) {
+		t.OutputSchema = mcp.ToolOutputSchema{}
+		t.RawOutputSchema = raw
+	}
 }
 
 // mustSchema builds T's schema; it panics, at start-up, on a type it cannot
