@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -96,19 +97,27 @@ func (s *Store) CreateEntities(ctx context.Context, entities []Entity) ([]Entity
 	var created []Entity
 	err = s.write(ctx, func(t *txn) error {
 		created = created[:0]
-		for _, e := range entities {
-			id, ok, err := insertEntity(t, tenant, e)
-			if err != nil {
-				return fmt.Errorf("create entity %q: %w", e.Name, err)
+		ids, err := insertEntities(t, tenant, entities)
+		if err != nil {
+			return fmt.Errorf("create entities: %w", err)
+		}
+		var adds []entityObservations
+		for i, e := range entities {
+			if id, ok := ids[i]; ok {
+				adds = append(adds, entityObservations{id: id, contents: e.Observations})
 			}
-			if !ok {
+		}
+		added, err := insertObservations(t, tenant, adds)
+		if err != nil {
+			return fmt.Errorf("create entities: %w", err)
+		}
+		k := 0
+		for i, e := range entities {
+			if _, ok := ids[i]; !ok {
 				continue
 			}
-			added, err := insertObservations(t, tenant, id, e.Observations)
-			if err != nil {
-				return fmt.Errorf("create entity %q: %w", e.Name, err)
-			}
-			e.Observations = added
+			e.Observations = added[k]
+			k++
 			e.CreatedAt, e.UpdatedAt = t.now, t.now
 			created = append(created, e)
 		}
@@ -120,49 +129,129 @@ func (s *Store) CreateEntities(ctx context.Context, entities []Entity) ([]Entity
 	return created, nil
 }
 
-// insertEntity inserts e unless its name exists; ok reports whether it did.
-func insertEntity(t *txn, tenant string, e Entity) (id int64, ok bool, err error) {
-	aliases, err := marshalJSON(e.Aliases, "[]")
-	if err != nil {
-		return 0, false, err
-	}
-	if e.Aliases == nil {
-		aliases = "[]"
-	}
-	metadata, err := marshalJSON(e.Metadata, "{}")
-	if err != nil {
-		return 0, false, err
-	}
-	if e.Metadata == nil {
-		metadata = "{}"
-	}
-	err = t.queryRow(`INSERT INTO entities (tenant_id, name, entity_type, aliases, metadata, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id`,
-		tenant, e.Name, e.EntityType, aliases, metadata, t.now, t.now).Scan(&id)
-	if err == sql.ErrNoRows {
-		return 0, false, nil
-	}
-	return id, err == nil, err
-}
+// Writes go through few statements on purpose: FTS5 flushes its pending
+// index data at every statement of a transaction that writes it, so one
+// statement per row would turn every row into an index segment to merge.
 
-// insertObservations adds contents to the entity and returns those that were
-// not already present, in order.
-func insertObservations(t *txn, tenant string, entityID int64, contents []string) ([]string, error) {
-	added := make([]string, 0, len(contents))
-	for _, c := range contents {
-		var id int64
-		err := t.queryRow(`INSERT INTO observations (tenant_id, entity_id, content, created_at)
-			VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, entity_id, content) DO NOTHING RETURNING id`,
-			tenant, entityID, c, t.now).Scan(&id)
-		if err == sql.ErrNoRows {
-			continue
+// insertEntities inserts, in one statement, the entities whose names do not
+// exist yet, and returns the new row ids by index into es. For a name
+// repeated in es only the first is inserted.
+func insertEntities(t *txn, tenant string, es []Entity) (map[int]int64, error) {
+	type row struct {
+		Name     string `json:"n"`
+		Type     string `json:"t"`
+		Aliases  string `json:"a"`
+		Metadata string `json:"m"`
+	}
+	rows := make([]row, len(es))
+	for i, e := range es {
+		aliases, metadata := "[]", "{}"
+		var err error
+		if e.Aliases != nil {
+			if aliases, err = marshalJSON(e.Aliases, "[]"); err != nil {
+				return nil, err
+			}
 		}
-		if err != nil {
+		if e.Metadata != nil {
+			if metadata, err = marshalJSON(e.Metadata, "{}"); err != nil {
+				return nil, err
+			}
+		}
+		rows[i] = row{e.Name, e.EntityType, aliases, metadata}
+	}
+	list, err := json.Marshal(rows)
+	if err != nil {
+		return nil, err
+	}
+	res, err := t.query(`INSERT INTO entities (tenant_id, name, entity_type, aliases, metadata, created_at, updated_at)
+		SELECT ?, value->>'n', value->>'t', value->>'a', value->>'m', ?, ? FROM json_each(?) WHERE true
+		ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id, name`, tenant, t.now, t.now, string(list))
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	byName := map[string]int64{}
+	for res.Next() {
+		var id int64
+		var name string
+		if err := res.Scan(&id, &name); err != nil {
 			return nil, err
 		}
-		added = append(added, c)
+		byName[name] = id
 	}
-	return added, nil
+	if err := res.Err(); err != nil {
+		return nil, err
+	}
+	ids := make(map[int]int64, len(byName))
+	for i, e := range es {
+		if id, ok := byName[e.Name]; ok {
+			ids[i] = id
+			delete(byName, e.Name) // a repeated name belongs to its first occurrence
+		}
+	}
+	return ids, nil
+}
+
+// entityObservations are contents to add to one entity.
+type entityObservations struct {
+	id       int64
+	contents []string
+}
+
+// insertObservations adds, in one statement, every item's contents to its
+// entity, and returns per item the contents that were not already present,
+// in order and without repeats.
+func insertObservations(t *txn, tenant string, items []entityObservations) ([][]string, error) {
+	out := make([][]string, len(items))
+	var pairs [][2]any
+	for _, it := range items {
+		for _, c := range it.contents {
+			pairs = append(pairs, [2]any{it.id, c})
+		}
+	}
+	if len(pairs) == 0 {
+		for i := range out {
+			out[i] = []string{}
+		}
+		return out, nil
+	}
+	list, err := json.Marshal(pairs)
+	if err != nil {
+		return nil, err
+	}
+	res, err := t.query(`INSERT INTO observations (tenant_id, entity_id, content, created_at)
+		SELECT ?, value->>0, value->>1, ? FROM json_each(?) WHERE true
+		ON CONFLICT (tenant_id, entity_id, content) DO NOTHING RETURNING entity_id, content`, tenant, t.now, string(list))
+	if err != nil {
+		return nil, err
+	}
+	defer res.Close()
+	type key struct {
+		id      int64
+		content string
+	}
+	inserted := map[key]bool{}
+	for res.Next() {
+		var k key
+		if err := res.Scan(&k.id, &k.content); err != nil {
+			return nil, err
+		}
+		inserted[k] = true
+	}
+	if err := res.Err(); err != nil {
+		return nil, err
+	}
+	for i, it := range items {
+		out[i] = []string{}
+		for _, c := range it.contents {
+			k := key{it.id, c}
+			if inserted[k] {
+				out[i] = append(out[i], c)
+				delete(inserted, k) // a repeated content is added once
+			}
+		}
+	}
+	return out, nil
 }
 
 func entityID(t *txn, tenant, name string) (int64, error) {
@@ -232,22 +321,26 @@ func (s *Store) AddObservations(ctx context.Context, adds []ObservationAdd) ([]O
 	}
 	var out []ObservationsAdded
 	err = s.write(ctx, func(t *txn) error {
-		out = out[:0]
-		for _, a := range adds {
+		items := make([]entityObservations, len(adds))
+		for i, a := range adds {
 			id, err := entityID(t, tenant, a.EntityName)
 			if err != nil {
 				return err
 			}
-			added, err := insertObservations(t, tenant, id, a.Contents)
-			if err != nil {
-				return fmt.Errorf("add observations to %q: %w", a.EntityName, err)
-			}
-			if len(added) > 0 {
-				if _, err := t.exec(`UPDATE entities SET updated_at = ? WHERE tenant_id = ? AND id = ?`, t.now, tenant, id); err != nil {
+			items[i] = entityObservations{id: id, contents: a.Contents}
+		}
+		added, err := insertObservations(t, tenant, items)
+		if err != nil {
+			return fmt.Errorf("add observations: %w", err)
+		}
+		out = make([]ObservationsAdded, len(adds))
+		for i, a := range adds {
+			out[i] = ObservationsAdded{EntityName: a.EntityName, Added: added[i]}
+			if len(added[i]) > 0 {
+				if _, err := t.exec(`UPDATE entities SET updated_at = ? WHERE tenant_id = ? AND id = ?`, t.now, tenant, items[i].id); err != nil {
 					return err
 				}
 			}
-			out = append(out, ObservationsAdded{EntityName: a.EntityName, Added: added})
 		}
 		return nil
 	})
@@ -543,17 +636,31 @@ func (s *Store) SearchNodes(ctx context.Context, query string, page Page) (Graph
 	err = s.read(ctx, func(t *txn) error {
 		g = Graph{Entities: []Entity{}, Relations: []Relation{}}
 		var rows *sql.Rows
-		var err error
-		if utf8.RuneCountInString(query) >= 3 && !strings.ContainsRune(query, 0) {
-			phrase := `"` + strings.ReplaceAll(query, `"`, `""`) + `"`
-			rows, err = t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
-				FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-				WHERE e.tenant_id = ? AND e.id IN (
-					SELECT id FROM entities WHERE tenant_id = ? AND id IN (SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?)
+		entMatch, entOK, err := s.trigramMatch(t, "entities_fts", query)
+		if err != nil {
+			return err
+		}
+		obsMatch, obsOK, err := s.trigramMatch(t, "observations_fts", query)
+		if err != nil {
+			return err
+		}
+		switch {
+		case entOK && obsOK && entMatch == "" && obsMatch == "":
+			return nil // some trigram of the query is in no document
+		case entOK && obsOK:
+			// CROSS JOIN makes SQLite drive from the index hits instead of
+			// scanning the tenant's rows and probing the hit list.
+			rows, err = t.query(`WITH hits(id) AS (
+					SELECT e.id FROM (SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?) f
+					CROSS JOIN entities e ON e.id = f.rowid WHERE e.tenant_id = ?
 					UNION
-					SELECT entity_id FROM observations WHERE tenant_id = ? AND id IN (SELECT rowid FROM observations_fts WHERE observations_fts MATCH ?))
-				ORDER BY e.id, o.id`, tenant, tenant, phrase, tenant, phrase)
-		} else {
+					SELECT o.entity_id FROM (SELECT rowid FROM observations_fts WHERE observations_fts MATCH ?) f
+					CROSS JOIN observations o ON o.id = f.rowid WHERE o.tenant_id = ?)
+				SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
+				FROM hits h CROSS JOIN entities e ON e.id = h.id AND e.tenant_id = ?
+				LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+				ORDER BY e.id, o.id`, orNothing(entMatch), tenant, orNothing(obsMatch), tenant, tenant)
+		default:
 			rows, err = t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
 				FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
 				WHERE e.tenant_id = ? ORDER BY e.id, o.id`, tenant)
@@ -597,6 +704,73 @@ func (s *Store) SearchNodes(ctx context.Context, query string, page Page) (Graph
 	return g, nil
 }
 
+// nothingMatch stands for "no candidates from this table" in a query that
+// still asks the other table; a document that does contain it is only a
+// false candidate, removed by the exact re-check.
+const nothingMatch = "\"\x01\x01\x01\""
+
+func orNothing(m string) string {
+	if m == "" {
+		return nothingMatch
+	}
+	return m
+}
+
+// maxPlanTrigrams is how many of the query's trigrams are asked of the index.
+const maxPlanTrigrams = 3
+
+// trigramMatch plans a substring query against a trigram FTS table: it
+// returns an FTS expression ANDing the rarest few trigrams of query, or ""
+// when some trigram of query is in no document (nothing can match), and
+// ok=false when the query is too short for the index (under three
+// characters, or containing NUL). Every candidate is re-checked exactly by
+// the caller, so the choice of trigrams only affects speed.
+//
+// Document frequencies come from a bounded cache of whole-index
+// statistics (counts, no rows, no tenant data). A cached count may be stale;
+// that only makes a plan slower. Zero is never cached, so "no document
+// has this trigram" is always decided on fresh data.
+func (s *Store) trigramMatch(t *txn, table, query string) (match string, ok bool, err error) {
+	runes := []rune(strings.ToLower(query))
+	if len(runes) < 3 || strings.ContainsRune(query, 0) {
+		return "", false, nil
+	}
+	type tri struct {
+		text string
+		df   int
+	}
+	seen := map[string]bool{}
+	var tris []tri
+	for i := 0; i+3 <= len(runes); i++ {
+		text := string(runes[i : i+3])
+		if seen[text] {
+			continue
+		}
+		seen[text] = true
+		key := table + "\x00" + text
+		df, cached := s.trigramDF.Get(key)
+		if !cached {
+			if err := t.queryRow(`SELECT count(*) FROM `+table+` WHERE `+table+` MATCH ?`, quoteFTS(text)).Scan(&df); err != nil {
+				return "", false, err
+			}
+			if df == 0 {
+				return "", true, nil
+			}
+			s.trigramDF.Add(key, df)
+		}
+		tris = append(tris, tri{text, df})
+	}
+	sort.Slice(tris, func(i, j int) bool { return tris[i].df < tris[j].df })
+	parts := make([]string, 0, maxPlanTrigrams)
+	for i := 0; i < len(tris) && i < maxPlanTrigrams; i++ {
+		parts = append(parts, quoteFTS(tris[i].text))
+	}
+	return strings.Join(parts, " AND "), true, nil
+}
+
+// quoteFTS makes s one FTS5 string token.
+func quoteFTS(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
 // OpenNodes returns the named entities that exist, in creation order, plus
 // every relation with either endpoint among them.
 func (s *Store) OpenNodes(ctx context.Context, names []string) (Graph, error) {
@@ -612,9 +786,10 @@ func (s *Store) OpenNodes(ctx context.Context, names []string) (Graph, error) {
 	err = s.read(ctx, func(t *txn) error {
 		g = Graph{Entities: []Entity{}}
 		rows, err := t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
-			FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-			WHERE e.tenant_id = ? AND e.name IN (SELECT value FROM json_each(?))
-			ORDER BY e.id, o.id`, tenant, string(list))
+			FROM (SELECT DISTINCT value FROM json_each(?)) n
+			CROSS JOIN entities e ON e.tenant_id = ? AND e.name = n.value
+			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+			ORDER BY e.id, o.id`, string(list), tenant)
 		if err != nil {
 			return err
 		}
@@ -646,14 +821,16 @@ func relationsTouching(t *txn, tenant string, ids []int64) ([]Relation, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := t.query(`SELECT f.name, t.name, r.relation_type, r.created_at FROM relations r
+	rows, err := t.query(`WITH ids(id) AS (SELECT value FROM json_each(?)),
+		touching(id) AS (
+			SELECT r.id FROM ids CROSS JOIN relations r ON r.tenant_id = ? AND r.from_id = ids.id
+			UNION
+			SELECT r.id FROM ids CROSS JOIN relations r ON r.tenant_id = ? AND r.to_id = ids.id)
+		SELECT f.name, t.name, r.relation_type, r.created_at FROM touching x
+		CROSS JOIN relations r ON r.id = x.id AND r.tenant_id = ?
 		JOIN entities f ON f.tenant_id = r.tenant_id AND f.id = r.from_id
 		JOIN entities t ON t.tenant_id = r.tenant_id AND t.id = r.to_id
-		WHERE r.tenant_id = ? AND r.id IN (
-			SELECT id FROM relations WHERE tenant_id = ? AND from_id IN (SELECT value FROM json_each(?))
-			UNION
-			SELECT id FROM relations WHERE tenant_id = ? AND to_id IN (SELECT value FROM json_each(?)))
-		ORDER BY r.id`, tenant, tenant, string(list), tenant, string(list))
+		ORDER BY r.id`, string(list), tenant, tenant, tenant)
 	if err != nil {
 		return nil, err
 	}

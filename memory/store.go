@@ -26,6 +26,8 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -74,6 +76,10 @@ type Options struct {
 	ReadConns int
 	// Synchronous is the synchronous pragma (default NORMAL).
 	Synchronous string
+	// AgentScope is the agent registry's namespace: AgentScopeGlobal (the
+	// default, "global": one id space across tenants, owned by the tenant
+	// that registered it) or AgentScopeTenant ("tenant": private per tenant).
+	AgentScope string
 }
 
 // Store is the SQLite implementation of nexus-mcp's storage.
@@ -82,8 +88,13 @@ type Store struct {
 	w    *sql.DB // single writer connection, IMMEDIATE transactions
 	r    *sql.DB // reader pool
 	now  func() time.Time
+	// collab is the agent scope and the (tenant, agent) caches of the
+	// collaboration tables; see agents.go.
+	collab *collab
 
 	wStmts, rStmts stmtCache
+	// trigramDF caches trigram document frequencies for search planning.
+	trigramDF *lru.Cache[string, int]
 }
 
 // stmtCache keeps one prepared statement per query text for a pool, so hot
@@ -112,21 +123,34 @@ func (c *stmtCache) lookup(query string) *sql.Stmt {
 	return st
 }
 
-// warm prepares the queued queries; it must not be called while holding a
-// connection of the pool.
+// warm prepares the queued queries. It must not be called while holding a
+// connection of the pool, and it never holds the cache lock while preparing,
+// because a transaction holding the writer's connection may need the lock.
 func (c *stmtCache) warm(ctx context.Context) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	if len(c.pending) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	queries := make([]string, 0, len(c.pending))
 	for q := range c.pending {
+		queries = append(queries, q)
+	}
+	c.mu.Unlock()
+	for _, q := range queries {
 		st, err := c.db.PrepareContext(ctx, q)
-		if err != nil {
-			continue // the query's own call reports the error
-		}
-		if c.m == nil {
-			c.m = map[string]*sql.Stmt{}
-		}
-		c.m[q] = st
+		c.mu.Lock()
 		delete(c.pending, q)
+		if err == nil && c.m[q] == nil {
+			if c.m == nil {
+				c.m = map[string]*sql.Stmt{}
+			}
+			c.m[q], st = st, nil
+		}
+		c.mu.Unlock()
+		if st != nil {
+			st.Close() // failed, or another caller prepared it first; the query's own call reports errors
+		}
 	}
 }
 
@@ -145,6 +169,9 @@ type txn struct {
 	tx    *sql.Tx
 	cache *stmtCache
 	now   string // the transaction's time, UTC RFC 3339
+	// audit is the audit row write() appends before commit when ctx
+	// carries an AuditIntent (see audit.go); methods may refine it.
+	audit *auditNote
 }
 
 func (t *txn) stmt(query string) (*sql.Stmt, error) {
@@ -217,6 +244,10 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.Synchronous == "" {
 		opts.Synchronous = "NORMAL"
 	}
+	collab, err := newCollab(opts.AgentScope)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create database directory: %w", err)
 	}
@@ -245,8 +276,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	r.SetConnMaxIdleTime(0)
 	r.SetConnMaxLifetime(0)
 
-	s := &Store{path: path, w: w, r: r, now: opts.Now}
+	s := &Store{path: path, w: w, r: r, now: opts.Now, collab: collab}
 	s.wStmts.db, s.rStmts.db = w, r
+	s.trigramDF, _ = lru.New[string, int](1 << 16) // New fails only for a size <= 0
 	if err := s.checkWAL(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -388,8 +420,14 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	if err := fn(&txn{ctx: ctx, tx: tx, cache: &s.wStmts, now: s.stamp()}); err != nil {
+	t := &txn{ctx: ctx, tx: tx, cache: &s.wStmts, now: s.stamp(), audit: noteFromContext(ctx)}
+	if err := fn(t); err != nil {
 		return err
+	}
+	if t.audit != nil { // the change and its audit row commit together
+		if err := appendAudit(t, *t.audit); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)

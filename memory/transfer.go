@@ -37,22 +37,31 @@ func (s *Store) Import(ctx context.Context, entities []Entity, relations []Relat
 				progress(done, total)
 			}
 		}
-		for _, e := range entities {
-			id, created, err := insertEntity(t, tenant, e)
+		const chunk = 500 // entities per statement
+		for start := 0; start < len(entities); start += chunk {
+			part := entities[start:min(start+chunk, len(entities))]
+			ids, err := insertEntities(t, tenant, part)
 			if err != nil {
 				return err
 			}
-			if created {
-				res.EntitiesCreated++
-			} else if id, err = entityID(t, tenant, e.Name); err != nil {
-				return err
+			items := make([]entityObservations, len(part))
+			for i, e := range part {
+				id, created := ids[i]
+				if created {
+					res.EntitiesCreated++
+				} else if id, err = entityID(t, tenant, e.Name); err != nil {
+					return err
+				}
+				items[i] = entityObservations{id: id, contents: e.Observations}
 			}
-			added, err := insertObservations(t, tenant, id, e.Observations)
+			added, err := insertObservations(t, tenant, items)
 			if err != nil {
 				return err
 			}
-			res.ObservationsAdded += len(added)
-			tick()
+			for i := range part {
+				res.ObservationsAdded += len(added[i])
+				tick()
+			}
 		}
 		for i, r := range relations {
 			from, errF := entityID(t, tenant, r.From)

@@ -32,6 +32,17 @@ type entityWire struct {
 	Observations []string `json:"observations" jsonschema:"An array of observation contents associated with the entity"`
 }
 
+// createEntityWire is entityWire plus the optional nexus-mcp extras aliases
+// and metadata, accepted and returned by create_entities only (sent back
+// only when set).
+type createEntityWire struct {
+	Name         string         `json:"name" jsonschema:"The name of the entity" max:"512"`
+	EntityType   string         `json:"entityType" jsonschema:"The type of the entity" max:"512"`
+	Observations []string       `json:"observations" jsonschema:"An array of observation contents associated with the entity"`
+	Aliases      []string       `json:"aliases,omitempty" jsonschema:"optional: other names of the entity" max:"100"`
+	Metadata     map[string]any `json:"metadata,omitempty" jsonschema:"optional: free-form data stored with the entity"`
+}
+
 // relationWire is a relation as the reference server sends and receives it.
 type relationWire struct {
 	From         string `json:"from" jsonschema:"The name of the entity where the relation starts" max:"512"`
@@ -113,11 +124,11 @@ func graphTool(name, title, description string, in, out mcp.ToolOption, hints []
 
 // createEntitiesArgs are the arguments of create_entities.
 type createEntitiesArgs struct {
-	Entities []entityWire `json:"entities"`
+	Entities []createEntityWire `json:"entities"`
 }
 
 type createEntitiesResult struct {
-	Entities []entityWire `json:"entities"`
+	Entities []createEntityWire `json:"entities"`
 }
 
 func (h *Handlers) createEntities() server.ServerTool {
@@ -133,23 +144,40 @@ func (h *Handlers) createEntities() server.ServerTool {
 func (h *Handlers) doCreateEntities(ctx context.Context, args createEntitiesArgs) (any, error) {
 	in := make([]memory.Entity, len(args.Entities))
 	for i, e := range args.Entities {
-		in[i] = memory.Entity{Name: e.Name, EntityType: e.EntityType, Observations: e.Observations}
+		in[i] = memory.Entity{Name: e.Name, EntityType: e.EntityType, Observations: e.Observations, Aliases: e.Aliases, Metadata: e.Metadata}
 	}
 	created, err := h.store.CreateEntities(ctx, in)
 	if err != nil {
 		return nil, err
 	}
 	h.graphChanged(ctx, len(created) > 0)
-	return createEntitiesResult{Entities: entitiesToWire(created)}, nil
+	out := createEntitiesResult{Entities: make([]createEntityWire, len(created))}
+	for i, e := range created {
+		obs := e.Observations
+		if obs == nil {
+			obs = []string{}
+		}
+		out.Entities[i] = createEntityWire{Name: e.Name, EntityType: e.EntityType, Observations: obs, Aliases: e.Aliases, Metadata: e.Metadata}
+	}
+	return out, nil
+}
+
+// createRelationWire is relationWire plus the optional nexus-mcp extra
+// properties, accepted and returned by create_relations only.
+type createRelationWire struct {
+	From         string         `json:"from" jsonschema:"The name of the entity where the relation starts" max:"512"`
+	To           string         `json:"to" jsonschema:"The name of the entity where the relation ends" max:"512"`
+	RelationType string         `json:"relationType" jsonschema:"The type of the relation" max:"512"`
+	Properties   map[string]any `json:"properties,omitempty" jsonschema:"optional: free-form data stored with the relation"`
 }
 
 // createRelationsArgs are the arguments of create_relations.
 type createRelationsArgs struct {
-	Relations []relationWire `json:"relations"`
+	Relations []createRelationWire `json:"relations"`
 }
 
 type createRelationsResult struct {
-	Relations []relationWire `json:"relations"`
+	Relations []createRelationWire `json:"relations"`
 }
 
 func (h *Handlers) createRelations() server.ServerTool {
@@ -163,12 +191,20 @@ func (h *Handlers) createRelations() server.ServerTool {
 }
 
 func (h *Handlers) doCreateRelations(ctx context.Context, args createRelationsArgs) (any, error) {
-	created, err := h.store.CreateRelations(ctx, relationsFromWire(args.Relations))
+	in := make([]memory.Relation, len(args.Relations))
+	for i, r := range args.Relations {
+		in[i] = memory.Relation{From: r.From, To: r.To, RelationType: r.RelationType, Properties: r.Properties}
+	}
+	created, err := h.store.CreateRelations(ctx, in)
 	if err != nil {
 		return nil, err
 	}
 	h.graphChanged(ctx, len(created) > 0)
-	return createRelationsResult{Relations: relationsToWire(created)}, nil
+	out := createRelationsResult{Relations: make([]createRelationWire, len(created))}
+	for i, r := range created {
+		out.Relations[i] = createRelationWire{From: r.From, To: r.To, RelationType: r.RelationType, Properties: r.Properties}
+	}
+	return out, nil
 }
 
 type observationAddWire struct {
@@ -369,4 +405,92 @@ func (h *Handlers) doOpenNodes(ctx context.Context, args openNodesArgs) (any, er
 		return nil, err
 	}
 	return graphToWire(g, false), nil
+}
+
+// SearchStore is the storage of search_entities.
+type SearchStore interface {
+	SearchEntities(ctx context.Context, q memory.SearchQuery) (memory.SearchResult, error)
+}
+
+const (
+	defaultSearchLimit = 50
+	maxSearchLimit     = 200
+)
+
+// searchEntitiesArgs are the arguments of search_entities.
+type searchEntitiesArgs struct {
+	Query      string `json:"query" jsonschema:"words to look for in entity names, types and observations" max:"4096"`
+	SearchType string `json:"searchType,omitempty" jsonschema:"exact: case-insensitive substring; semantic and hybrid: ranked word search (any word matches; more matching words rank higher); graph: ranked word search plus the relations of the results. Default hybrid"`
+	Limit      int    `json:"limit,omitempty" jsonschema:"at most this many entities (default 50, at most 200)"`
+	Offset     int    `json:"offset,omitempty" jsonschema:"skip this many entities (for the next page)"`
+}
+
+type searchHitWire struct {
+	Name         string         `json:"name"`
+	EntityType   string         `json:"entityType"`
+	Observations []string       `json:"observations"`
+	Aliases      []string       `json:"aliases,omitempty"`
+	Metadata     map[string]any `json:"metadata,omitempty"`
+	Score        float64        `json:"score"`
+	MatchedWords int            `json:"matchedWords"`
+	CreatedAt    string         `json:"createdAt"`
+	UpdatedAt    string         `json:"updatedAt"`
+}
+
+type searchEntitiesResult struct {
+	Entities   []searchHitWire `json:"entities"`
+	Relations  []relationWire  `json:"relations,omitempty"`
+	Total      int             `json:"total"`
+	Offset     int             `json:"offset"`
+	Limit      int             `json:"limit"`
+	SearchType string          `json:"searchType"`
+	Words      []string        `json:"words,omitempty"`
+	NextOffset *int            `json:"nextOffset,omitempty"`
+}
+
+func (h *Handlers) searchEntities() server.ServerTool {
+	return server.ServerTool{
+		Tool: graphTool("search_entities", "Search Entities",
+			"Ranked search of the knowledge graph for natural-language queries: an entity matches when any word of the "+
+				"query is in its name, type or observations; more matching words rank higher, then name hits above type "+
+				"hits above observation hits, then the most recently updated. Returns a page of entities with score, and total.",
+			inputSchemaWith[searchEntitiesArgs](map[string]prop{
+				"searchType": {enum: memory.SearchModes, def: memory.SearchHybrid},
+				"limit":      {def: defaultSearchLimit},
+			}), outputSchema[searchEntitiesResult](),
+			hints(true, false, true)),
+		Handler: handle(h, h.doSearchEntities),
+	}
+}
+
+func (h *Handlers) doSearchEntities(ctx context.Context, args searchEntitiesArgs) (any, error) {
+	limit, offset, err := page(args.Limit, args.Offset, defaultSearchLimit, maxSearchLimit)
+	if err != nil {
+		return nil, err
+	}
+	mode := args.SearchType
+	if mode == "" {
+		mode = memory.SearchHybrid
+	}
+	res, err := h.store.SearchEntities(ctx, memory.SearchQuery{Query: args.Query, Mode: mode, Offset: offset, Limit: limit})
+	if err != nil {
+		return nil, err
+	}
+	out := searchEntitiesResult{Entities: make([]searchHitWire, len(res.Hits)), Total: res.Total, Offset: offset,
+		Limit: limit, SearchType: mode, Words: res.Words}
+	for i, e := range res.Hits {
+		obs := e.Observations
+		if obs == nil {
+			obs = []string{}
+		}
+		out.Entities[i] = searchHitWire{Name: e.Name, EntityType: e.EntityType, Observations: obs, Aliases: e.Aliases,
+			Metadata: e.Metadata, Score: e.Score, MatchedWords: e.MatchedWords, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
+	}
+	if mode == memory.SearchGraph {
+		out.Relations = relationsToWire(res.Relations)
+	}
+	if next := offset + len(res.Hits); next < res.Total {
+		out.NextOffset = &next
+	}
+	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -11,6 +12,8 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
+	"github.com/nexus-mcp/nexus-mcp/delegation"
+	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -18,24 +21,59 @@ import (
 // refuses a call without a tenant, checks the arguments (identity fields,
 // then the input schema), binds them, calls fn, maps its error and renders
 // the result as structured content plus its compact JSON text.
+//
+// It also drives the audit (see audit.go): a state-changing tool runs with
+// a memory.AuditIntent, so each write transaction it makes appends its
+// audit row before committing; a refused call (tenant mismatch, forbidden,
+// EATP refusal) gets one denial row; a read-only call under a trust context
+// gets one row. A trust session named in X-EATP-Session-ID is touched once
+// per call.
 func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error)) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		rc, ok := tenancy.FromContext(ctx)
 		if !ok || rc.TenantID == "" {
 			return nil, h.internal(ctx, "tool", req.Params.Name, tenancy.ErrNoTenant)
 		}
-		if err := h.checkArguments(rc, req.Params.Name, req.Params.Arguments); err != nil {
-			return h.errorResult(ctx, req.Params.Name, err)
+		name := req.Params.Name
+		ctx = withToolName(ctx, name)
+		hash := argumentsHash(req.Params.Arguments)
+		if err := h.checkArguments(rc, name, req.Params.Arguments); err != nil {
+			if isRefusal(err) {
+				h.auditRefusal(ctx, name, hash, err)
+			}
+			return h.errorResult(ctx, name, err)
 		}
 		var args A
 		if err := req.BindArguments(&args); err != nil {
 			return mcp.NewToolResultError("invalid arguments: " + err.Error()), nil
 		}
-		res, err := fn(ctx, args)
-		if err != nil {
-			return h.errorResult(ctx, req.Params.Name, err)
+		tc, delegated := delegation.FromContext(ctx)
+		if delegated && tc.SessionID != "" {
+			// Session bookkeeping, not audited: last activity and workflow count.
+			if _, err := h.store.TouchTrustSession(ctx, tc.SessionID); err != nil {
+				return nil, h.internal(ctx, "tool", name, err)
+			}
 		}
-		return h.render(ctx, req.Params.Name, res)
+		readOnly := h.readOnly[name]
+		if !readOnly {
+			// memory appends the audit row in the transaction of the change.
+			ctx = memory.WithAudit(ctx, memory.AuditIntent{Tool: name, ContentHash: hash})
+		}
+		res, err := fn(ctx, args)
+		if readOnly && delegated && tc.Valid() {
+			h.auditDelegatedRead(ctx, name, hash, err != nil)
+		}
+		if err != nil {
+			if isRefusal(err) {
+				h.auditRefusal(ctx, name, hash, err)
+				if !errors.Is(err, errForbiddenMismatch) && !errors.Is(err, tenancy.ErrForbidden) {
+					// An EATP refusal: its message names the rule, never request values.
+					return mcp.NewToolResultError(err.Error()), nil
+				}
+			}
+			return h.errorResult(ctx, name, err)
+		}
+		return h.render(ctx, name, res)
 	}
 }
 

@@ -11,6 +11,7 @@ package tools
 
 import (
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/google/jsonschema-go/jsonschema"
@@ -24,6 +25,17 @@ import (
 // PostgreSQL store will too.
 type Store interface {
 	GraphStore
+	// agent collaboration
+	SearchStore
+	MessageStore
+	AgentStore
+	LearningStore
+	PreferenceStore
+	HandoffStore
+	// EATP trust and audit
+	DelegationStore
+	TrustSessionStore
+	AuditStore
 }
 
 var _ Store = (*memory.Store)(nil)
@@ -41,6 +53,17 @@ type Deps struct {
 	// GraphBudget bounds read_graph and search_nodes answers in bytes;
 	// DefaultGraphBudget when 0.
 	GraphBudget int
+	// AgentScope is the agent registry scope the store was opened with
+	// (memory.AgentScopeGlobal when ""); the registry tools describe it.
+	AgentScope string
+	// MaxDepth bounds delegation chains (--eatp-max-depth);
+	// delegation.DefaultMaxDepth when 0.
+	MaxDepth int
+	// A2AAllowHosts are the hosts ("host" or "host:port") call_agent_tool
+	// may connect to (--a2a-allow-hosts); none when empty.
+	A2AAllowHosts []string
+	// A2ATimeout bounds one call_agent_tool exchange; DefaultA2ATimeout when 0.
+	A2ATimeout time.Duration
 }
 
 // Handlers hold the dependencies of every tool.
@@ -49,15 +72,25 @@ type Handlers struct {
 	log    *slog.Logger
 	now    func() time.Time
 	budget int
-	subs   *subscriptions
-	srv    *server.MCPServer
+	// agentScope is memory.AgentScopeGlobal or memory.AgentScopeTenant.
+	agentScope string
+	subs       *subscriptions
+	srv        *server.MCPServer
 	// schemas are the compiled input schemas, by tool name.
 	schemas map[string]*jsonschema.Resolved
+	// readOnly holds the tools whose read-only hint is true (no audit row).
+	readOnly map[string]bool
+	// maxDepth, a2aHosts and a2aTimeout configure delegations and
+	// call_agent_tool.
+	maxDepth   int
+	a2aHosts   map[string]bool
+	a2aTimeout time.Duration
 }
 
 // New returns the handlers for deps.
 func New(deps Deps) *Handlers {
-	h := &Handlers{store: deps.Store, log: deps.Logger, now: deps.Now, budget: deps.GraphBudget, subs: newSubscriptions()}
+	h := &Handlers{store: deps.Store, log: deps.Logger, now: deps.Now, budget: deps.GraphBudget, subs: newSubscriptions(),
+		agentScope: deps.AgentScope}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -67,7 +100,23 @@ func New(deps Deps) *Handlers {
 	if h.budget <= 0 {
 		h.budget = DefaultGraphBudget
 	}
+	h.maxDepth, h.a2aTimeout = deps.MaxDepth, deps.A2ATimeout
+	if h.a2aTimeout <= 0 {
+		h.a2aTimeout = DefaultA2ATimeout
+	}
+	h.a2aHosts = make(map[string]bool, len(deps.A2AAllowHosts))
+	for _, host := range deps.A2AAllowHosts {
+		if host = strings.ToLower(strings.TrimSpace(host)); host != "" {
+			h.a2aHosts[host] = true
+		}
+	}
 	h.schemas = resolveSchemas(h.all())
+	h.readOnly = map[string]bool{}
+	for _, t := range h.all() {
+		if ro := t.Tool.Annotations.ReadOnlyHint; ro != nil && *ro {
+			h.readOnly[t.Tool.Name] = true
+		}
+	}
 	return h
 }
 
@@ -84,6 +133,39 @@ func (h *Handlers) all() []server.ServerTool {
 		h.readGraph(),
 		h.searchNodes(),
 		h.openNodes(),
+		// ranked search (nexus-mcp)
+		h.searchEntities(),
+		// messages
+		h.sendAIMessage(),
+		h.getAIMessages(),
+		h.markMessagesRead(),
+		// agent registry
+		h.registerAgent(),
+		h.setAgentIdentity(),
+		h.getAgentStatus(),
+		// individual memory
+		h.recordLearning(),
+		h.setPreferences(),
+		h.getIndividualMemory(),
+		// session handoffs and context
+		h.endSession(),
+		h.beginSession(),
+		h.getAgentContext(),
+		h.translatePath(),
+		// EATP delegations
+		h.prepareAgentCall(),
+		h.verifyAgentResponse(),
+		h.getDelegationHistory(),
+		h.revokeDelegation(),
+		h.callAgentTool(),
+		// trust sessions
+		h.createTrustSession(),
+		h.getTrustSession(),
+		h.listTrustSessions(),
+		h.revokeTrustSession(),
+		h.revokeTrustSessionsByHuman(),
+		// audit
+		h.getAuditLog(),
 	}
 }
 

@@ -86,7 +86,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		Long:          "nexus-mcp serves a knowledge graph and agent coordination tools over MCP.\nWithout a command it runs `serve` (stdio).",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args:          cobra.NoArgs,
+		Args:          serveArgs(sf),
 		RunE:          serve.RunE,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return flagsFromEnv(cmd)
@@ -97,6 +97,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	addServeFlags(root.Flags(), sf)
 	root.AddCommand(serve, newTenantsCmd(g), newKeysCmd(g), newMembersCmd(g),
 		newImportCmd(g), newExportCmd(g), newVersionCmd())
+	root.AddCommand(newTrustCmd(g), newAuditCmd(g), newAgentsCmd(g)) // EATP trust (trust.go)
 	return root
 }
 

@@ -21,21 +21,36 @@ import (
 
 type serveFlags struct {
 	graphBudget int
+	agentScope  string     // --agent-scope: memory.AgentScopeGlobal or memory.AgentScopeTenant
+	http        httpFlags  // --http and the flags of the HTTP transport (http.go)
+	trust       trustFlags // --eatp-* and --a2a-allow-hosts (trust.go)
+	// mcpOptions are extra mcp-go options appended when the server is
+	// built; tests set them (nothing on the command line does).
+	mcpOptions []server.ServerOption
 }
 
 func addServeFlags(fs *pflag.FlagSet, sf *serveFlags) {
 	fs.IntVar(&sf.graphBudget, "graph-budget", tools.DefaultGraphBudget,
 		"largest read_graph/search_nodes answer in bytes before it is paged")
+	fs.StringVar(&sf.agentScope, "agent-scope", memory.AgentScopeGlobal,
+		"agent registry scope: global (agent ids shared across tenants, owned by the registering tenant) or tenant (private per tenant)")
+	addHTTPFlags(fs, &sf.http)
+	addTrustFlags(fs, &sf.trust)
 }
 
 func newServeCmd(g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve MCP over stdio (the default command)",
+		Short: "Serve MCP over stdio (the default command), or streamable HTTP with --http",
 		Long: "Serve MCP over stdio. With NEXUS_API_KEY set, every request runs as that key's tenant and user;\n" +
-			"without it, local single-user mode (tenant \"default\").",
-		Args: cobra.NoArgs,
+			"without it, local single-user mode (tenant \"default\").\n" +
+			"With --http [ADDR] (default " + defaultHTTPAddr + "), serve streamable HTTP at /mcp instead,\n" +
+			"authenticating every request (API keys, JWT, legacy key).",
+		Args: serveArgs(sf),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if sf.http.addr != "" {
+				return serveHTTP(cmd.Context(), g, sf, stderr)
+			}
 			return serveStdio(cmd.Context(), g, sf, stdin, stdout, stderr)
 		},
 	}
@@ -45,6 +60,16 @@ func newServeCmd(g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr
 
 // openStore opens the database named by --db or the default path.
 func openStore(ctx context.Context, g *globalFlags) (*memory.Store, error) {
+	return openStoreWith(ctx, g, memory.Options{})
+}
+
+// openServeStore opens the store for serving, with the serve flags that
+// configure it (--agent-scope).
+func openServeStore(ctx context.Context, g *globalFlags, sf *serveFlags) (*memory.Store, error) {
+	return openStoreWith(ctx, g, memory.Options{AgentScope: sf.agentScope})
+}
+
+func openStoreWith(ctx context.Context, g *globalFlags, opts memory.Options) (*memory.Store, error) {
 	path := g.db
 	if path == "" {
 		p, err := memory.DefaultPath()
@@ -53,7 +78,7 @@ func openStore(ctx context.Context, g *globalFlags) (*memory.Store, error) {
 		}
 		path = p
 	}
-	return memory.Open(ctx, path, memory.Options{})
+	return memory.Open(ctx, path, opts)
 }
 
 // stdioIdentity decides the identity of every request of a stdio server,
@@ -86,10 +111,13 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 	return rc, nil
 }
 
-// newMCPServer builds the MCP server with every tool and resource.
-func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags) *server.MCPServer {
-	h := tools.New(tools.Deps{Store: store, Logger: logger, GraphBudget: sf.graphBudget})
-	s := server.NewMCPServer("nexus-mcp", buildVersion(), h.ServerOptions()...)
+// newMCPServer builds the MCP server with every tool and resource; extra
+// options (metrics, test recorders) come after the handlers' own.
+func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, extra ...server.ServerOption) *server.MCPServer {
+	h := tools.New(tools.Deps{Store: store, Logger: logger, GraphBudget: sf.graphBudget, AgentScope: store.AgentScope(),
+		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts})
+	opts := append(h.ServerOptions(), sf.mcpOptions...)
+	s := server.NewMCPServer("nexus-mcp", buildVersion(), append(opts, extra...)...)
 	h.Register(s)
 	return s
 }
@@ -99,11 +127,15 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 	if err != nil {
 		return err
 	}
-	store, err := openStore(ctx, g)
+	store, err := openServeStore(ctx, g, sf)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	if _, err := sf.trust.validate(); err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	defer startTrustSweep(ctx, store, logger, sf.trust.sweepInterval)()
 	rc, err := stdioIdentity(ctx, store, logger)
 	if err != nil {
 		return err

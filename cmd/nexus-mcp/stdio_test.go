@@ -368,3 +368,54 @@ func canonicalLines(t *testing.T, b []byte) []string {
 	sort.Strings(out)
 	return out
 }
+
+// TestStdioTwoAgentConversation runs the collaboration scenario over stdio:
+// two agents of one tenant register, message each other, hand a project
+// over, and a second tenant with the same agent and project ids sees none of it.
+func TestStdioTwoAgentConversation(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "n.db")
+	keys := map[string]string{}
+	for _, tenant := range []string{"t1", "t2"} {
+		mustCLI(t, "--db", db, "tenants", "create", tenant)
+		keys[tenant] = strings.TrimSpace(mustCLI(t, "--db", db, "keys", "create", "--tenant", tenant))
+	}
+	c := stdioClient(t, db, "NEXUS_API_KEY="+keys["t1"])
+	other := stdioClient(t, db, "NEXUS_API_KEY="+keys["t2"])
+
+	scOf(t, callTool(t, c, "register_agent", map[string]any{"agentId": "planner", "name": "Planner", "capabilities": []string{"planning"}}))
+	scOf(t, callTool(t, c, "register_agent", map[string]any{"agentId": "coder", "name": "Coder", "capabilities": []string{"go"}}))
+	sent := scOf(t, callTool(t, c, "send_ai_message", map[string]any{"from": "planner", "to": "coder", "content": "Can you add tests?", "messageType": "query"}))
+	if sent["status"] != "sent" || sent["sentCount"].(float64) != 1 {
+		t.Fatalf("send_ai_message = %v", sent)
+	}
+	inbox := scOf(t, callTool(t, c, "get_ai_messages", map[string]any{"agentId": "coder", "markAsRead": true}))
+	msgs := inbox["messages"].([]any)
+	if len(msgs) != 1 || msgs[0].(map[string]any)["content"] != "Can you add tests?" {
+		t.Fatalf("coder inbox = %v", inbox)
+	}
+	scOf(t, callTool(t, c, "send_ai_message", map[string]any{"from": "coder", "to": "planner", "content": "Done", "messageType": "response"}))
+	scOf(t, callTool(t, c, "end_session", map[string]any{"agentId": "coder", "projectId": "nexus", "summary": "tests added",
+		"openItems": []string{"benchmarks"}, "learnings": []any{map[string]any{"context": "sqlite", "lesson": "one writer"}}}))
+
+	// the other tenant, same agent and project ids: nothing
+	if got := scOf(t, callTool(t, other, "begin_session", map[string]any{"agentId": "planner", "projectId": "nexus"})); got["handoff"] != nil {
+		t.Errorf("tenant t2 received t1's handoff: %v", got["handoff"])
+	}
+	if got := scOf(t, callTool(t, other, "get_ai_messages", map[string]any{"agentId": "planner"})); got["total"].(float64) != 0 {
+		t.Errorf("tenant t2 sees t1's messages: %v", got)
+	}
+
+	opened := scOf(t, callTool(t, c, "begin_session", map[string]any{"agentId": "planner", "projectId": "nexus"}))
+	h, ok := opened["handoff"].(map[string]any)
+	if opened["status"] != "session_opened" || !ok || h["summary"] != "tests added" {
+		t.Fatalf("begin_session = %v", opened)
+	}
+	ctxMsgs := opened["context"].(map[string]any)["messages"].([]any)
+	if len(ctxMsgs) == 0 || ctxMsgs[0].(map[string]any)["content"] != "Done" {
+		t.Errorf("planner context messages = %v, want coder's reply", ctxMsgs)
+	}
+	// consumed exactly once
+	if again := scOf(t, callTool(t, c, "begin_session", map[string]any{"agentId": "coder", "projectId": "nexus"})); again["handoff"] != nil {
+		t.Errorf("second begin_session got the handoff again: %v", again["handoff"])
+	}
+}

@@ -78,10 +78,11 @@ CREATE TABLE relations (
 CREATE INDEX relations_to ON relations(tenant_id, to_id);
 
 -- Substring search with an index: trigram FTS5 over external content.
--- The trigram tokenizer folds case, so a phrase query is a case-insensitive
--- substring match; results are re-checked exactly in Go.
+-- The trigram tokenizer folds case. detail=none stores document ids only
+-- (half the write cost of detail=full); a query asks for the rarest few
+-- trigrams of the search string and every candidate is re-checked exactly.
 CREATE VIRTUAL TABLE entities_fts USING fts5(
-	name, entity_type, content='entities', content_rowid='id', tokenize='trigram'
+	name, entity_type, content='entities', content_rowid='id', tokenize='trigram', detail='none'
 );
 CREATE TRIGGER entities_fts_ai AFTER INSERT ON entities BEGIN
 	INSERT INTO entities_fts(rowid, name, entity_type) VALUES (new.id, new.name, new.entity_type);
@@ -95,7 +96,7 @@ CREATE TRIGGER entities_fts_au AFTER UPDATE OF name, entity_type ON entities BEG
 END;
 
 CREATE VIRTUAL TABLE observations_fts USING fts5(
-	content, content='observations', content_rowid='id', tokenize='trigram'
+	content, content='observations', content_rowid='id', tokenize='trigram', detail='none'
 );
 CREATE TRIGGER observations_fts_ai AFTER INSERT ON observations BEGIN
 	INSERT INTO observations_fts(rowid, content) VALUES (new.id, new.content);

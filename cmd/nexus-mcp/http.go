@@ -1,0 +1,765 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/tenancy"
+)
+
+// defaultHTTPAddr is the address of --http given without a value: loopback
+// only. There is no non-loopback default.
+const defaultHTTPAddr = "127.0.0.1:8080"
+
+// Limits of the HTTP server that are not flags.
+const (
+	// readHeaderTimeout bounds slowloris clients.
+	readHeaderTimeout = 5 * time.Second
+	// defaultReadTimeout bounds reading one request, body included. The
+	// session guard lifts it once the body is read, so that an SSE stream or
+	// a long tool call is not cut off by it.
+	defaultReadTimeout = 30 * time.Second
+	// writeStallTimeout is the write deadline of each write to /mcp,
+	// renewed on every write: an SSE stream may last for hours, but a single
+	// write to a client that stopped reading may not. http.Server's own
+	// WriteTimeout (one deadline per request) would end every SSE stream.
+	writeStallTimeout = 60 * time.Second
+	// idleTimeout closes idle keep-alive connections.
+	idleTimeout = 120 * time.Second
+	// maxHeaderBytes bounds request headers (a 70 KB token gets 431).
+	maxHeaderBytes = 64 << 10
+	// sseHeartbeat pings clients on a GET stream so that dead peers and
+	// proxies with idle timeouts are noticed.
+	sseHeartbeat = 30 * time.Second
+	// maxKnownTenants bounds the set of JWT tenants known to have a row.
+	maxKnownTenants = 10000
+)
+
+// envDevHeaders turns the X-User-Id dev header on when exactly "1".
+const envDevHeaders = "ENABLE_DEV_HEADERS"
+
+// httpFlags are the flags of the HTTP transport. Every flag can also be set
+// as NEXUS_<FLAG> (flagsFromEnv).
+type httpFlags struct {
+	addr                string
+	allowedOrigins      []string
+	maxBody             int64
+	legacyAPIKey        string
+	jwtSecret           string
+	jwtSecretFile       string
+	jwtPublicKeys       []string
+	jwksURL             string
+	jwtIssuer           string
+	jwtAudience         string
+	jwtLeeway           time.Duration
+	jwtTenantClaim      string
+	rateRPS             float64
+	rateBurst           int
+	metricsTenantLabels bool
+	sessionIdleTimeout  time.Duration
+	shutdownTimeout     time.Duration
+}
+
+func addHTTPFlags(fs *pflag.FlagSet, f *httpFlags) {
+	fs.StringVar(&f.addr, "http", "", "serve MCP streamable HTTP at http://ADDR/mcp instead of stdio ("+defaultHTTPAddr+" when given without a value)")
+	fs.Lookup("http").NoOptDefVal = defaultHTTPAddr
+	fs.StringSliceVar(&f.allowedOrigins, "allowed-origins", nil, "browser origins (scheme://host[:port]) allowed to send requests; any other Origin gets 403")
+	fs.Int64Var(&f.maxBody, "max-body", 4<<20, "largest HTTP request body in bytes; larger gets 413")
+	fs.StringVar(&f.legacyAPIKey, "legacy-api-key", "", "single shared key (at least 32 characters) authenticating as tenant \"default\" without a user")
+	fs.StringVar(&f.jwtSecret, "jwt-secret", "", "HMAC secret (at least 32 bytes) verifying HS256/384/512 JWTs; prefer --jwt-secret-file or NEXUS_JWT_SECRET")
+	fs.StringVar(&f.jwtSecretFile, "jwt-secret-file", "", "file holding the JWT HMAC secret (a final newline is ignored)")
+	fs.StringArrayVar(&f.jwtPublicKeys, "jwt-public-key", nil, "PEM file of RSA, ECDSA or Ed25519 public keys verifying JWTs (repeatable)")
+	fs.StringVar(&f.jwksURL, "jwks-url", "", "JWKS URL (https, or http on loopback) of the keys verifying JWTs")
+	fs.StringVar(&f.jwtIssuer, "jwt-issuer", "", "required JWT issuer (iss)")
+	fs.StringVar(&f.jwtAudience, "jwt-audience", "", "required JWT audience (aud)")
+	fs.DurationVar(&f.jwtLeeway, "jwt-leeway", tenancy.DefaultJWTLeeway, "clock skew allowed for JWT exp, nbf and iat (0: none)")
+	fs.StringVar(&f.jwtTenantClaim, "jwt-tenant-claim", tenancy.DefaultTenantClaim, "JWT claim naming the tenant (org_id is accepted when it is absent)")
+	fs.Float64Var(&f.rateRPS, "rate-rps", 0, "default requests per second per tenant (0: unlimited unless set with `tenants limit`)")
+	fs.IntVar(&f.rateBurst, "rate-burst", 0, "default burst per tenant (0: max(1, ceil(rate-rps)))")
+	fs.BoolVar(&f.metricsTenantLabels, "metrics-tenant-labels", false, "label /metrics series with tenant IDs")
+	fs.DurationVar(&f.sessionIdleTimeout, "session-idle-timeout", 30*time.Minute, "MCP sessions unused for this long expire (then 404)")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM/SIGINT waits for in-flight HTTP requests")
+}
+
+// serveArgs accepts `serve --http ADDR`: pflag binds an optional flag
+// value only as --http=ADDR, so ADDR arrives as the one positional argument
+// while --http holds its no-value default.
+func serveArgs(sf *serveFlags) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		if f := cmd.Flags().Lookup("http"); len(args) == 1 && f != nil && f.Changed && sf.http.addr == defaultHTTPAddr {
+			if _, _, err := net.SplitHostPort(args[0]); err == nil {
+				sf.http.addr = args[0]
+				return nil
+			}
+		}
+		return cobra.NoArgs(cmd, args)
+	}
+}
+
+// validate checks the flags that need no I/O.
+func (f *httpFlags) validate() error {
+	if _, _, err := net.SplitHostPort(f.addr); err != nil {
+		return fmt.Errorf("--http %q: want HOST:PORT: %w", f.addr, err)
+	}
+	if f.legacyAPIKey != "" && len(f.legacyAPIKey) < tenancy.MinLegacyKeyLen {
+		return fmt.Errorf("--legacy-api-key is %d characters, need at least %d; refusing to start", len(f.legacyAPIKey), tenancy.MinLegacyKeyLen)
+	}
+	if f.maxBody <= 0 {
+		return errors.New("--max-body must be positive")
+	}
+	if f.rateRPS < 0 || f.rateBurst < 0 {
+		return errors.New("--rate-rps and --rate-burst must not be negative")
+	}
+	if f.sessionIdleTimeout <= 0 || f.shutdownTimeout <= 0 {
+		return errors.New("--session-idle-timeout and --shutdown-timeout must be positive")
+	}
+	return nil
+}
+
+// jwtVerifier builds the JWT verifier from the flags, or nil when no key
+// source is configured (JWT off). Weak configuration is an error.
+func (f *httpFlags) jwtVerifier() (*tenancy.JWTVerifier, error) {
+	cfg := tenancy.JWTConfig{
+		JWKSURL:     f.jwksURL,
+		Issuer:      f.jwtIssuer,
+		Audience:    f.jwtAudience,
+		Leeway:      f.jwtLeeway,
+		TenantClaim: f.jwtTenantClaim,
+	}
+	if cfg.Leeway == 0 {
+		cfg.Leeway = -1 // JWTConfig reads 0 as the default
+	}
+	switch {
+	case f.jwtSecret != "" && f.jwtSecretFile != "":
+		return nil, errors.New("give --jwt-secret or --jwt-secret-file, not both")
+	case f.jwtSecret != "":
+		cfg.HMACSecret = []byte(f.jwtSecret)
+	case f.jwtSecretFile != "":
+		b, err := os.ReadFile(f.jwtSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-secret-file: %w", err)
+		}
+		cfg.HMACSecret = bytes.TrimRight(b, "\r\n")
+		if len(cfg.HMACSecret) == 0 {
+			return nil, errors.New("--jwt-secret-file is empty")
+		}
+	}
+	for _, p := range f.jwtPublicKeys {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("--jwt-public-key: %w", err)
+		}
+		cfg.PublicKeysPEM = append(cfg.PublicKeysPEM, b)
+	}
+	if len(cfg.HMACSecret) == 0 && len(cfg.PublicKeysPEM) == 0 && cfg.JWKSURL == "" {
+		if f.jwtIssuer != "" || f.jwtAudience != "" {
+			return nil, errors.New("--jwt-issuer/--jwt-audience given without a JWT key (--jwt-secret[-file], --jwt-public-key or --jwks-url)")
+		}
+		return nil, nil
+	}
+	v, err := tenancy.NewJWTVerifier(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w; refusing to start", err)
+	}
+	return v, nil
+}
+
+// serveHTTP runs `serve --http`: it refuses to start on weak or
+// inconsistent configuration, serves until ctx ends (SIGTERM/SIGINT), then
+// drains in-flight requests and closes the store.
+func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Writer) error {
+	logger, err := newLogger(stderr, g.logLevel)
+	if err != nil {
+		return err
+	}
+	f := &sf.http
+	if err := f.validate(); err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	jwtV, err := f.jwtVerifier()
+	if err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	if jwtV != nil && f.jwksURL != "" {
+		if err := jwtV.Refresh(ctx); err != nil {
+			logger.Warn("JWKS not reachable at start-up; keys are fetched on first use", "url", f.jwksURL, "err", err)
+		}
+	}
+	if jwtV != nil && f.jwtAudience == "" {
+		logger.Warn("JWTs are accepted for any audience; set --jwt-audience")
+	}
+	devHeaders := tenancy.DevHeadersEnabled(os.Getenv(envDevHeaders))
+	if devHeaders {
+		logger.Warn(envDevHeaders + "=1: X-User-Id overrides the user of authenticated requests; never use in production")
+	}
+
+	store, err := openServeStore(ctx, g, sf)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	app, err := newHTTPApp(store, logger, sf, jwtV, devHeaders)
+	if err != nil {
+		return &exitError{code: 1, msg: err.Error()}
+	}
+	defer startTrustSweep(ctx, store, logger, sf.trust.sweepInterval)()
+
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Path(), "transport", "http",
+		"addr", addr, "url", "http://"+addr+"/mcp", "jwt", jwtV != nil, "legacy_key", f.legacyAPIKey != "",
+		"dev_headers", devHeaders, "host_check", app.hostCheck)
+	if !app.hostCheck {
+		logger.Warn("listening beyond loopback: terminate TLS in front of nexus-mcp", "addr", addr)
+	}
+	return app.serve(ctx, ln)
+}
+
+// httpApp is the HTTP transport: the MCP server behind the middleware
+// chain, the ops endpoints, and the http.Server.
+type httpApp struct {
+	store *memory.Store
+	log   *slog.Logger
+	flags httpFlags
+
+	// trust is the EATP trust middleware, run after authentication and
+	// before rate limiting; nil means none. Set it before serve.
+	trust func(http.Handler) http.Handler
+
+	// readTimeout is http.Server.ReadTimeout (tests shorten it).
+	readTimeout time.Duration
+	// hostCheck is true for loopback binds: Host must name loopback.
+	hostCheck bool
+
+	auth     *tenancy.Authenticator
+	limiter  *tenancy.RateLimiter
+	metrics  *metrics
+	mcp      *server.MCPServer
+	streams  *server.StreamableHTTPServer
+	sessions *sessionGuard
+	tenants  knownTenants
+	srv      *http.Server
+}
+
+// newHTTPApp wires the transport. It fails on an authentication
+// configuration the server must refuse to start with.
+func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *tenancy.JWTVerifier, devHeaders bool) (*httpApp, error) {
+	f := sf.http
+	a := &httpApp{store: store, log: logger, flags: f, readTimeout: defaultReadTimeout}
+	host, _, err := net.SplitHostPort(f.addr)
+	if err != nil {
+		return nil, fmt.Errorf("--http %q: %w", f.addr, err)
+	}
+	a.hostCheck = isLoopback(host)
+
+	a.sessions = newSessionGuard(f.sessionIdleTimeout, logger)
+	a.metrics = newMetrics(f.metricsTenantLabels, a.sessions.len)
+	a.auth = &tenancy.Authenticator{
+		JWT:        jwtV,
+		Keys:       store,
+		LegacyKey:  f.legacyAPIKey,
+		Members:    store,
+		Tenants:    store,
+		DevHeaders: devHeaders,
+		Logger:     logger,
+		OnDenied:   a.metrics.denied,
+	}
+	if err := a.auth.Validate(); err != nil {
+		return nil, fmt.Errorf("%w; refusing to start", err)
+	}
+	a.limiter = tenancy.NewRateLimiter(f.rateRPS, f.rateBurst)
+	a.limiter.Logger = logger
+	a.limiter.OnLimited = a.metrics.limited
+
+	a.mcp = newMCPServer(store, logger, sf, server.WithToolHandlerMiddleware(a.metrics.toolMiddleware))
+	a.srv = &http.Server{
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	// The RequestContext reaches tool handlers through r.Context(): the
+	// streamable server derives every handler's ctx from it, so no
+	// WithHTTPContextFunc is needed (http_test.go proves it).
+	a.streams = server.NewStreamableHTTPServer(a.mcp,
+		server.WithStreamableHTTPServer(a.srv),
+		server.WithStreamableHTTPLogger(logger),
+		server.WithHeartbeatInterval(sseHeartbeat),
+	)
+	a.sessions.next = a.streams
+	// The EATP trust middleware and the audit of refused requests (trust.go).
+	if err := a.installTrust(sf.trust); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// handler is the whole HTTP surface. /mcp runs, outermost first:
+// Origin check → body limit → authentication → trust → rate limit → MCP
+// (session guard, then mcp-go). The Host check (loopback binds), the Origin
+// check and the request metrics cover every path; /healthz, /readyz and
+// /metrics need no credential.
+func (a *httpApp) handler() http.Handler {
+	trust := a.trust
+	if trust == nil {
+		trust = func(h http.Handler) http.Handler { return h }
+	}
+	var h http.Handler = a.sessions
+	h = a.limiter.Middleware(h)
+	h = trust(h)
+	h = a.ensureTenant(h)
+	h = a.auth.Middleware(h)
+	h = tenancy.BodyLimit(a.flags.maxBody, h)
+
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", h)
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("GET /metrics", a.metrics.handler())
+
+	var root http.Handler = tenancy.OriginCheck(a.flags.allowedOrigins, mux)
+	if a.hostCheck {
+		root = tenancy.HostCheck(loopbackHosts(a.flags.addr), root)
+	}
+	return a.metrics.httpMiddleware(writeDeadline(root))
+}
+
+// writeDeadline gives every response a fresh write deadline. Without it a
+// keep-alive connection would carry the deadline a previous /mcp response
+// left (http.Server resets write deadlines only with WriteTimeout set).
+func writeDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(writeStallTimeout))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// serve serves on ln until ctx ends, then shuts down gracefully: listening
+// SSE streams are closed, in-flight requests get up to --shutdown-timeout
+// to finish, then remaining connections are closed.
+func (a *httpApp) serve(ctx context.Context, ln net.Listener) error {
+	a.srv.Handler = a.handler()
+	a.srv.ReadTimeout = a.readTimeout
+	// Requests must not be cancelled by the signal that starts shutdown:
+	// in-flight calls finish first.
+	a.srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
+
+	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSweep()
+	go a.sessions.sweep(sweepCtx)
+
+	errc := make(chan error, 1)
+	go func() { errc <- a.srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+
+	a.log.Info("shutting down: finishing in-flight requests", "timeout", a.flags.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.flags.shutdownTimeout)
+	defer cancel()
+	err := a.streams.Shutdown(sctx) // closes SSE streams, then http.Server.Shutdown
+	if err != nil {
+		a.log.Warn("shutdown timed out; closing connections", "err", err)
+		_ = a.srv.Close()
+	}
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return fmt.Errorf("serve http: %w", serr)
+	}
+	a.log.Info("stopped")
+	return nil
+}
+
+func (a *httpApp) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, `{"status":"ok"}`)
+}
+
+func (a *httpApp) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.store.Ping(ctx); err != nil {
+		a.log.Error("readiness check failed", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, `{"status":"unavailable"}`)
+		return
+	}
+	writeJSON(w, http.StatusOK, `{"status":"ready"}`)
+}
+
+// ensureTenant creates the tenants row of a JWT-authenticated tenant on
+// its first request: the token issuer, not the CLI, creates tenants. The
+// Authenticator has already refused a disabled tenant.
+func (a *httpApp) ensureTenant(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc, _ := tenancy.FromContext(r.Context())
+		if rc.AuthMethod == tenancy.AuthJWT && !a.tenants.has(rc.TenantID) {
+			if !memory.ValidTenantID(rc.TenantID) {
+				a.log.Info("request denied", "reason", reasonInvalidTenantID, "status", http.StatusForbidden, "auth", string(rc.AuthMethod))
+				a.denied(r, tenancy.RequestContext{}, reasonInvalidTenantID, http.StatusForbidden)
+				tenancy.WriteForbidden(w)
+				return
+			}
+			if err := a.store.EnsureTenant(r.Context(), rc.TenantID); err != nil {
+				a.log.Error("create tenant of JWT", "tenant", rc.TenantID, "err", err)
+				a.denied(r, rc, tenancy.ReasonStorage, http.StatusServiceUnavailable)
+				tenancy.WriteUnavailable(w)
+				return
+			}
+			a.tenants.add(rc.TenantID)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// reasonInvalidTenantID is the denial reason of a JWT whose tenant claim
+// is not a valid tenant id (memory.ValidTenantID).
+const reasonInvalidTenantID = "invalid_tenant_id"
+
+// denied reports a refusal made after authentication through the
+// Authenticator's OnDenied hook, so that metrics (and whatever else is
+// hooked there) see it like the Authenticator's own.
+func (a *httpApp) denied(r *http.Request, rc tenancy.RequestContext, reason string, status int) {
+	if a.auth.OnDenied != nil {
+		a.auth.OnDenied(r, rc, reason, status)
+	}
+}
+
+// knownTenants remembers tenants known to have a row, so that a JWT request
+// does not write on every call. Bounded: it starts over when full.
+type knownTenants struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+func (k *knownTenants) has(id string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.m[id]
+	return ok
+}
+
+func (k *knownTenants) add(id string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.m == nil || len(k.m) >= maxKnownTenants {
+		k.m = make(map[string]struct{})
+	}
+	k.m[id] = struct{}{}
+}
+
+// isLoopback reports whether a bind host is a loopback name or address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// loopbackHosts are the Host values accepted on a loopback bind.
+func loopbackHosts(addr string) []string {
+	host, _, _ := net.SplitHostPort(addr)
+	return []string{"localhost", "127.0.0.1", "::1", host}
+}
+
+// writeJSON writes a fixed JSON body.
+func writeJSON(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, body+"\n")
+}
+
+// principal is who created an MCP session: a session id is usable only by
+// the same principal. Every field of the verified identity takes part, so
+// another key, user, tenant or dev override of the same tenant is another
+// principal.
+type principal struct {
+	tenant, user, keyID, agent, env string
+	method                          tenancy.AuthMethod
+	dev                             bool
+}
+
+func principalOf(rc tenancy.RequestContext) principal {
+	return principal{tenant: rc.TenantID, user: rc.UserID, keyID: rc.APIKeyID, agent: rc.AgentID,
+		env: rc.Env, method: rc.AuthMethod, dev: rc.DevOverride}
+}
+
+// sessionGuard sits between the middleware and mcp-go. mcp-go accepts any
+// well-formed Mcp-Session-Id (and a GET with another client's id would
+// receive that client's notifications), so the guard:
+//   - binds each session id mcp-go mints on initialize to the principal
+//     that asked for it, and answers 404 to any other principal, to unknown
+//     ids and to ids idle for longer than the idle timeout (expired
+//     sessions are also terminated in mcp-go, freeing their state);
+//   - drops notifications/cancelled without a session id: mcp-go keys
+//     session-less in-flight requests by JSON-RPC id alone, so such a
+//     notification could cancel another tenant's call;
+//   - reads the body once (413 past --max-body, even when chunked), lifts
+//     the request read deadline, and renews a write deadline on every
+//     write.
+type sessionGuard struct {
+	next http.Handler
+	idle time.Duration
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu       sync.Mutex
+	sessions map[string]*boundSession
+}
+
+type boundSession struct {
+	owner    principal
+	lastUsed time.Time
+	inflight int
+}
+
+func newSessionGuard(idle time.Duration, log *slog.Logger) *sessionGuard {
+	return &sessionGuard{idle: idle, log: log, now: time.Now, sessions: make(map[string]*boundSession)}
+}
+
+func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc, ok := tenancy.FromContext(r.Context())
+	if !ok || rc.TenantID == "" {
+		g.log.Error("MCP request without a RequestContext; check the middleware order")
+		writeJSON(w, http.StatusInternalServerError, `{"error":"internal error"}`)
+		return
+	}
+	p := principalOf(rc)
+
+	var body []byte
+	if r.Method == http.MethodPost && r.Body != nil {
+		var err error
+		body, err = io.ReadAll(r.Body)
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				w.Header().Set("Connection", "close")
+				writeJSON(w, http.StatusRequestEntityTooLarge, `{"error":"request body too large"}`)
+				return
+			}
+			writeJSON(w, http.StatusBadRequest, `{"error":"cannot read request body"}`)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	rctl := http.NewResponseController(w)
+	_ = rctl.SetReadDeadline(time.Time{}) // the request is read; streams and long calls go on
+	mw := &mcpWriter{ResponseWriter: w, rc: rctl}
+
+	ids := r.Header.Values(server.HeaderKeySessionID)
+	switch {
+	case len(ids) > 1:
+		writeJSON(w, http.StatusBadRequest, `{"error":"several session ids"}`)
+		return
+	case len(ids) == 0:
+		if r.Method == http.MethodPost && method(body) == string(mcp.MethodNotificationCancelled) {
+			g.log.Debug("dropped notifications/cancelled without a session id", "tenant", rc.TenantID)
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
+		if r.Method == http.MethodPost {
+			// initialize: bind the id mcp-go mints to p before the client sees it
+			mw.onHeader = func(h http.Header) {
+				if id := h.Get(server.HeaderKeySessionID); id != "" {
+					g.bind(id, p)
+				}
+			}
+		}
+		g.next.ServeHTTP(mw, r)
+		return
+	}
+
+	id := ids[0]
+	if !g.acquire(r.Context(), id, p) {
+		writeJSON(w, http.StatusNotFound, `{"error":"session not found"}`)
+		return
+	}
+	defer g.release(id)
+	g.next.ServeHTTP(mw, r)
+	if r.Method == http.MethodDelete && mw.status >= 200 && mw.status < 300 {
+		g.forget(id)
+	}
+}
+
+// method returns the JSON-RPC method of body, decoded exactly as mcp-go
+// decodes it, or "".
+func method(body []byte) string {
+	var m struct {
+		Method mcp.MCPMethod `json:"method"`
+	}
+	if json.Unmarshal(body, &m) != nil {
+		return ""
+	}
+	return string(m.Method)
+}
+
+// bind records a new session of p.
+func (g *sessionGuard) bind(id string, p principal) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.sessions[id]; !ok {
+		g.sessions[id] = &boundSession{owner: p, lastUsed: g.now()}
+	}
+}
+
+// acquire reports whether p may use session id, and marks it in use.
+// Another principal's session, an unknown one and an expired one are all
+// refused the same way.
+func (g *sessionGuard) acquire(ctx context.Context, id string, p principal) bool {
+	g.mu.Lock()
+	s, ok := g.sessions[id]
+	expired := ok && s.inflight == 0 && g.now().Sub(s.lastUsed) > g.idle
+	if expired {
+		delete(g.sessions, id)
+	}
+	if ok && !expired && s.owner == p {
+		s.inflight++
+		s.lastUsed = g.now()
+		g.mu.Unlock()
+		return true
+	}
+	g.mu.Unlock()
+	switch {
+	case expired:
+		g.log.Info("MCP session expired", "session", id, "tenant", s.owner.tenant)
+		g.terminate(ctx, id)
+	case ok:
+		g.log.Warn("MCP session used by another principal; refused", "owner_tenant", s.owner.tenant, "tenant", p.tenant, "user", p.user)
+	}
+	return false
+}
+
+// release ends one use of session id.
+func (g *sessionGuard) release(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s, ok := g.sessions[id]; ok {
+		s.inflight--
+		s.lastUsed = g.now()
+	}
+}
+
+// forget drops a session the client deleted.
+func (g *sessionGuard) forget(id string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.sessions, id)
+}
+
+func (g *sessionGuard) len() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.sessions)
+}
+
+// sweep expires idle sessions until ctx ends.
+func (g *sessionGuard) sweep(ctx context.Context) {
+	t := time.NewTicker(min(max(g.idle/4, time.Second), time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			var expired []string
+			g.mu.Lock()
+			now := g.now()
+			for id, s := range g.sessions {
+				if s.inflight == 0 && now.Sub(s.lastUsed) > g.idle {
+					expired = append(expired, id)
+					delete(g.sessions, id)
+				}
+			}
+			g.mu.Unlock()
+			for _, id := range expired {
+				g.terminate(ctx, id)
+			}
+			if len(expired) > 0 {
+				g.log.Info("expired idle MCP sessions", "count", len(expired))
+			}
+		}
+	}
+}
+
+// terminate ends session id inside mcp-go, as the client's DELETE would,
+// so that its per-session state is freed.
+func (g *sessionGuard) terminate(ctx context.Context, id string) {
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodDelete, "/mcp", nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set(server.HeaderKeySessionID, id)
+	g.next.ServeHTTP(&discardWriter{header: http.Header{}}, req)
+}
+
+// mcpWriter is the response writer mcp-go gets: it renews the write
+// deadline on every write, records the status, and calls onHeader once
+// just before the header is sent. It keeps Flush (SSE) and Unwrap.
+type mcpWriter struct {
+	http.ResponseWriter
+	rc       *http.ResponseController
+	status   int
+	onHeader func(http.Header)
+}
+
+func (w *mcpWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+		if w.onHeader != nil {
+			w.onHeader(w.Header())
+		}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *mcpWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = w.rc.SetWriteDeadline(time.Now().Add(writeStallTimeout))
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *mcpWriter) Flush() {
+	if w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	_ = w.rc.SetWriteDeadline(time.Now().Add(writeStallTimeout))
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *mcpWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// discardWriter is the response writer of internal requests.
+type discardWriter struct{ header http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.header }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}

@@ -1,0 +1,481 @@
+package memory
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"strings"
+	"unicode/utf8"
+)
+
+// The agent registry scopes (Options.AgentScope).
+const (
+	// AgentScopeGlobal makes agent ids one namespace across tenants: any
+	// tenant can look an agent up, only the tenant that registered an id may
+	// change it, and endpoint and metadata are shown to that tenant only.
+	AgentScopeGlobal = "global"
+	// AgentScopeTenant makes the registry private to each tenant.
+	AgentScopeTenant = "tenant"
+)
+
+// Bounds on registry input, checked here so every caller gets them.
+const (
+	maxAgentIDLength = 256
+	maxCapabilities  = 100
+)
+
+// collab is the Store's configuration and caches for the collaboration
+// tables (agents, messages, learnings, preferences, handoffs).
+type collab struct {
+	scope      string
+	individual *tenantCache[individualEntry]
+	prefs      *tenantCache[string]
+}
+
+func newCollab(scope string) (*collab, error) {
+	switch scope {
+	case "":
+		scope = AgentScopeGlobal
+	case AgentScopeGlobal, AgentScopeTenant:
+	default:
+		return nil, invalidf("agent scope %q: want %q or %q", scope, AgentScopeGlobal, AgentScopeTenant)
+	}
+	return &collab{
+		scope:      scope,
+		individual: newTenantCache[individualEntry](individualCacheSize),
+		prefs:      newTenantCache[string](individualCacheSize),
+	}, nil
+}
+
+// AgentScope returns the registry scope, AgentScopeGlobal or AgentScopeTenant.
+func (s *Store) AgentScope() string { return s.collab.scope }
+
+// Agent is a registered agent as the caller may see it. Endpoint and
+// Metadata are set only when Owned (the caller's tenant registered it).
+type Agent struct {
+	ID           string
+	Name         string
+	Capabilities []string
+	Endpoint     string
+	Metadata     map[string]any
+	Status       string // "active" or "inactive"
+	LastSeen     string
+	CreatedAt    string
+	UpdatedAt    string
+	Owned        bool
+}
+
+// AgentRegistration is what RegisterAgent stores.
+type AgentRegistration struct {
+	ID           string
+	Name         string
+	Capabilities []string
+	Endpoint     string
+	Metadata     map[string]any
+}
+
+// IdentityChange is a set_agent_identity request. Nil fields keep their
+// stored values.
+type IdentityChange struct {
+	NewID        string
+	CurrentID    string // "" or equal to NewID: no rename
+	Name         *string
+	Capabilities []string
+	Metadata     map[string]any
+	AutoRegister bool
+}
+
+// IdentityResult reports what SetAgentIdentity did.
+type IdentityResult struct {
+	Agent      Agent
+	PreviousID string // the id before a rename, else ""
+	Action     string // "registered", "renamed" or "updated"
+}
+
+func checkAgentID(arg, id string) error {
+	switch {
+	case strings.TrimSpace(id) == "":
+		return invalidf("%s must not be empty", arg)
+	case utf8.RuneCountInString(id) > maxAgentIDLength:
+		return invalidf("%s is longer than %d characters", arg, maxAgentIDLength)
+	case strings.ContainsRune(id, 0):
+		return invalidf("%s must not contain NUL", arg)
+	}
+	return nil
+}
+
+// normCapabilities trims, drops empty and case-insensitive duplicates
+// (keeping the first spelling) and bounds the list.
+func normCapabilities(caps []string) ([]string, error) {
+	out := make([]string, 0, len(caps))
+	seen := map[string]bool{}
+	for _, c := range caps {
+		c = strings.TrimSpace(c)
+		k := strings.ToLower(c)
+		if c == "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, c)
+	}
+	if len(out) > maxCapabilities {
+		return nil, invalidf("at most %d capabilities per agent", maxCapabilities)
+	}
+	return out, nil
+}
+
+// hasCapabilities reports whether have contains every capability of want,
+// case-insensitively.
+func hasCapabilities(have, want []string) bool {
+	for _, w := range want {
+		found := false
+		for _, h := range have {
+			if strings.EqualFold(h, w) {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// ownedElsewhere reports whether, in global scope, another tenant owns id.
+// It is a registry read across tenants, made inside the writer's IMMEDIATE
+// transaction so that the check and the write that follows are atomic.
+func (s *Store) ownedElsewhere(t *txn, tenant, id string) (bool, error) {
+	if s.collab.scope != AgentScopeGlobal {
+		return false, nil
+	}
+	var one int
+	err := t.queryRow(`SELECT 1 FROM agents WHERE agent_id = ? AND tenant_id <> ? LIMIT 1`, id, tenant).Scan(&one)
+	if err == sql.ErrNoRows {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func errOwnedElsewhere(id string) error {
+	return conflictf("agent id %q is registered by another tenant; only that tenant can change it — choose another agent id", id)
+}
+
+// RegisterAgent registers reg.ID for the caller's tenant, or re-registers it
+// (replacing name, capabilities, endpoint and metadata), marking it active.
+// In global scope an id registered by another tenant is ErrConflict and
+// nothing changes. created reports a new registration.
+func (s *Store) RegisterAgent(ctx context.Context, reg AgentRegistration) (a Agent, created bool, err error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return Agent{}, false, err
+	}
+	if err := checkAgentID("agentId", reg.ID); err != nil {
+		return Agent{}, false, err
+	}
+	if strings.TrimSpace(reg.Name) == "" {
+		return Agent{}, false, invalidf("name must not be empty")
+	}
+	caps, err := normCapabilities(reg.Capabilities)
+	if err != nil {
+		return Agent{}, false, err
+	}
+	capsJSON, _ := json.Marshal(caps)
+	meta, err := marshalJSON(reg.Metadata, "{}")
+	if err != nil {
+		return Agent{}, false, err
+	}
+	err = s.write(ctx, func(t *txn) error {
+		if taken, err := s.ownedElsewhere(t, tenant, reg.ID); err != nil || taken {
+			if taken {
+				return errOwnedElsewhere(reg.ID)
+			}
+			return err
+		}
+		exists, err := ownAgentExists(t, tenant, reg.ID)
+		if err != nil {
+			return err
+		}
+		created = !exists
+		now := t.at()
+		if _, err := t.exec(`INSERT INTO agents (tenant_id, agent_id, name, capabilities, endpoint, metadata, status, last_seen, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)
+			ON CONFLICT (tenant_id, agent_id) DO UPDATE SET name = excluded.name, capabilities = excluded.capabilities,
+				endpoint = excluded.endpoint, metadata = excluded.metadata, status = 'active',
+				last_seen = excluded.last_seen, updated_at = excluded.updated_at`,
+			tenant, reg.ID, reg.Name, string(capsJSON), reg.Endpoint, meta, now, now, now); err != nil {
+			return err
+		}
+		a, err = agentByID(t, tenant, reg.ID, s.collab.scope)
+		return err
+	})
+	if err != nil {
+		return Agent{}, false, err
+	}
+	s.collab.invalidate(tenant, reg.ID)
+	return a, created, nil
+}
+
+// SetAgentIdentity renames, updates or registers an agent of the caller's
+// tenant:
+//   - CurrentID registered by the caller and different from NewID: rename
+//     it to NewID (ErrConflict when NewID is taken), applying the given fields;
+//   - else NewID registered by the caller: apply the given fields;
+//   - else with AutoRegister: register NewID (name defaults to the id);
+//   - else ErrNotFound.
+//
+// In global scope NewID registered by another tenant is ErrConflict.
+func (s *Store) SetAgentIdentity(ctx context.Context, c IdentityChange) (IdentityResult, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return IdentityResult{}, err
+	}
+	if err := checkAgentID("newAgentId", c.NewID); err != nil {
+		return IdentityResult{}, err
+	}
+	if c.Name != nil && strings.TrimSpace(*c.Name) == "" {
+		return IdentityResult{}, invalidf("newName must not be empty")
+	}
+	var capsJSON *string
+	if c.Capabilities != nil {
+		caps, err := normCapabilities(c.Capabilities)
+		if err != nil {
+			return IdentityResult{}, err
+		}
+		b, _ := json.Marshal(caps)
+		capsJSON = ptrTo(string(b))
+	}
+	var metaJSON *string
+	if c.Metadata != nil {
+		m, err := marshalJSON(c.Metadata, "{}")
+		if err != nil {
+			return IdentityResult{}, err
+		}
+		metaJSON = &m
+	}
+	var res IdentityResult
+	err = s.write(ctx, func(t *txn) error {
+		res = IdentityResult{}
+		now := t.at()
+		if taken, err := s.ownedElsewhere(t, tenant, c.NewID); err != nil || taken {
+			if taken {
+				return errOwnedElsewhere(c.NewID)
+			}
+			return err
+		}
+		newExists, err := ownAgentExists(t, tenant, c.NewID)
+		if err != nil {
+			return err
+		}
+		curExists := false
+		if c.CurrentID != "" && c.CurrentID != c.NewID {
+			if curExists, err = ownAgentExists(t, tenant, c.CurrentID); err != nil {
+				return err
+			}
+		}
+		switch {
+		case curExists:
+			if newExists {
+				return conflictf("agent id %q is already registered; cannot rename %q to it", c.NewID, c.CurrentID)
+			}
+			if _, err := t.exec(`UPDATE agents SET agent_id = ?, updated_at = ?, last_seen = ? WHERE tenant_id = ? AND agent_id = ?`,
+				c.NewID, now, now, tenant, c.CurrentID); err != nil {
+				return err
+			}
+			res.Action, res.PreviousID = "renamed", c.CurrentID
+		case newExists:
+			res.Action = "updated"
+		case c.AutoRegister:
+			name := c.NewID
+			if c.Name != nil {
+				name = *c.Name
+			}
+			if _, err := t.exec(`INSERT INTO agents (tenant_id, agent_id, name, status, last_seen, created_at, updated_at)
+				VALUES (?, ?, ?, 'active', ?, ?, ?)`, tenant, c.NewID, name, now, now, now); err != nil {
+				return err
+			}
+			res.Action = "registered"
+		default:
+			return notFoundf("agent %q is not registered; register it with register_agent or set autoRegister", c.NewID)
+		}
+		if _, err := t.exec(`UPDATE agents SET name = coalesce(?, name), capabilities = coalesce(?, capabilities),
+			metadata = coalesce(?, metadata), status = 'active', last_seen = ?, updated_at = ?
+			WHERE tenant_id = ? AND agent_id = ?`,
+			c.Name, capsJSON, metaJSON, now, now, tenant, c.NewID); err != nil {
+			return err
+		}
+		res.Agent, err = agentByID(t, tenant, c.NewID, s.collab.scope)
+		return err
+	})
+	if err != nil {
+		return IdentityResult{}, err
+	}
+	s.collab.invalidate(tenant, c.NewID)
+	if res.PreviousID != "" {
+		s.collab.invalidate(tenant, res.PreviousID)
+	}
+	return res, nil
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func ownAgentExists(t *txn, tenant, id string) (bool, error) {
+	var one int
+	err := t.queryRow(`SELECT 1 FROM agents WHERE tenant_id = ? AND agent_id = ?`, tenant, id).Scan(&one)
+	if err == sql.ErrNoRows {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+const agentColumns = `tenant_id, agent_id, name, capabilities, endpoint, metadata, status, last_seen, created_at, updated_at`
+
+// scanAgent reads an agentColumns row, hiding endpoint and metadata unless
+// the row belongs to tenant.
+func scanAgent(sc interface{ Scan(...any) error }, tenant string) (Agent, error) {
+	var (
+		a               Agent
+		owner           string
+		caps, meta, end string
+	)
+	if err := sc.Scan(&owner, &a.ID, &a.Name, &caps, &end, &meta, &a.Status, &a.LastSeen, &a.CreatedAt, &a.UpdatedAt); err != nil {
+		return Agent{}, err
+	}
+	a.Capabilities = []string{}
+	if err := json.Unmarshal([]byte(caps), &a.Capabilities); err != nil {
+		return Agent{}, err
+	}
+	a.Owned = owner == tenant
+	if a.Owned {
+		a.Endpoint = end
+		a.Metadata = map[string]any{}
+		if err := json.Unmarshal([]byte(meta), &a.Metadata); err != nil {
+			return Agent{}, err
+		}
+	}
+	return a, nil
+}
+
+// agentByID returns the agent visible to tenant under scope: in global scope
+// the caller's own registration if any, else the one other tenant's (ids
+// are unique across tenants unless the database was used in tenant scope
+// before; then the oldest registration is shown).
+func agentByID(t *txn, tenant, id, scope string) (Agent, error) {
+	var row *sql.Row
+	if scope == AgentScopeGlobal {
+		// Global registry read: deliberately not filtered by tenant.
+		row = t.queryRow(`SELECT `+agentColumns+` FROM agents WHERE agent_id = ?
+			ORDER BY tenant_id = ? DESC, created_at, tenant_id LIMIT 1`, id, tenant)
+	} else {
+		row = t.queryRow(`SELECT `+agentColumns+` FROM agents WHERE tenant_id = ? AND agent_id = ?`, tenant, id)
+	}
+	a, err := scanAgent(row, tenant)
+	if err == sql.ErrNoRows {
+		return Agent{}, notFoundf("agent %q is not registered", id)
+	}
+	return a, err
+}
+
+// Agent returns the agent id as visible to the caller (see AgentScope).
+// An agent that is not registered, or not visible, is ErrNotFound.
+func (s *Store) Agent(ctx context.Context, id string) (Agent, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return Agent{}, err
+	}
+	var a Agent
+	err = s.read(ctx, func(t *txn) error {
+		a, err = agentByID(t, tenant, id, s.collab.scope)
+		return err
+	})
+	return a, err
+}
+
+// Agents lists the agents registered by the caller's tenant, by id, from
+// offset, at most limit, with the total. Other tenants' agents are never
+// listed, in either scope: the global namespace allows looking an id up,
+// not enumerating another tenant's agents.
+func (s *Store) Agents(ctx context.Context, offset, limit int) ([]Agent, int, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	var (
+		out   []Agent
+		total int
+	)
+	err = s.read(ctx, func(t *txn) error {
+		out = []Agent{}
+		if err := t.queryRow(`SELECT count(*) FROM agents WHERE tenant_id = ?`, tenant).Scan(&total); err != nil {
+			return err
+		}
+		rows, err := t.query(`SELECT `+agentColumns+` FROM agents WHERE tenant_id = ? ORDER BY agent_id LIMIT ? OFFSET ?`,
+			tenant, limit, offset)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			a, err := scanAgent(rows, tenant)
+			if err != nil {
+				return err
+			}
+			out = append(out, a)
+		}
+		return rows.Err()
+	})
+	return out, total, err
+}
+
+// AgentVisible reports whether agentID is registered and visible to the
+// caller's tenant: registered by any tenant in global scope, by the caller's
+// tenant in tenant scope.
+func (s *Store) AgentVisible(ctx context.Context, agentID string) (bool, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return false, err
+	}
+	var ok bool
+	err = s.read(ctx, func(t *txn) error {
+		var one int
+		var err error
+		if s.collab.scope == AgentScopeGlobal {
+			// Global registry read: deliberately not filtered by tenant.
+			err = t.queryRow(`SELECT 1 FROM agents WHERE agent_id = ? LIMIT 1`, agentID).Scan(&one)
+		} else {
+			err = t.queryRow(`SELECT 1 FROM agents WHERE tenant_id = ? AND agent_id = ?`, tenant, agentID).Scan(&one)
+		}
+		if err == sql.ErrNoRows {
+			return nil
+		}
+		ok = err == nil
+		return err
+	})
+	return ok, err
+}
+
+// AgentEndpoint returns the endpoint of agentID if the caller's tenant
+// registered it ("" when none was given); otherwise ErrNotFound, in either
+// scope.
+func (s *Store) AgentEndpoint(ctx context.Context, agentID string) (string, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return "", err
+	}
+	var endpoint string
+	err = s.read(ctx, func(t *txn) error {
+		err := t.queryRow(`SELECT endpoint FROM agents WHERE tenant_id = ? AND agent_id = ?`, tenant, agentID).Scan(&endpoint)
+		if err == sql.ErrNoRows {
+			return notFoundf("agent %q is not registered", agentID)
+		}
+		return err
+	})
+	return endpoint, err
+}
+
+// touchAgent marks the caller's own registration of id as seen now with
+// status; an unregistered id is left alone.
+func touchAgent(t *txn, tenant, id, status string) error {
+	_, err := t.exec(`UPDATE agents SET last_seen = ?, status = ? WHERE tenant_id = ? AND agent_id = ?`, t.at(), status, tenant, id)
+	return err
+}

@@ -1,0 +1,325 @@
+package memory
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// Individual memory: what one agent of a tenant learned and how it likes to
+// work. Rows are keyed by (tenant, agent); so are the caches in front of them.
+
+const (
+	// individualCacheSize bounds each (tenant, agent) cache.
+	individualCacheSize = 4096
+	// individualLearnings is how many recent learnings IndividualMemory
+	// returns (and caches) at most.
+	individualLearnings = 50
+	maxLearningText     = 65536
+)
+
+// cacheKey is a cache key: a struct, so no two (tenant, agent) pairs can
+// collide the way a joined string like "a:b"+"c" vs "a"+"b:c" could.
+type cacheKey struct {
+	tenantID string
+	agentID  string
+}
+
+// tenantCache is a bounded LRU filled on read and invalidated on write.
+// A read that raced with a write must not put its older snapshot back after
+// the write's invalidation: fill only stores a value when no invalidation
+// happened since the reader called begin.
+type tenantCache[V any] struct {
+	mu    sync.Mutex
+	epoch uint64
+	lru   *lru.Cache[cacheKey, V]
+}
+
+func newTenantCache[V any](size int) *tenantCache[V] {
+	c, err := lru.New[cacheKey, V](size)
+	if err != nil {
+		panic(err) // only for size <= 0, a programming error
+	}
+	return &tenantCache[V]{lru: c}
+}
+
+func (c *tenantCache[V]) get(k cacheKey) (V, bool) { return c.lru.Get(k) }
+
+// begin returns the epoch to pass to fill after reading the database.
+func (c *tenantCache[V]) begin() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
+func (c *tenantCache[V]) fill(k cacheKey, v V, epoch uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.epoch == epoch {
+		c.lru.Add(k, v)
+	}
+}
+
+func (c *tenantCache[V]) invalidate(k cacheKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	c.lru.Remove(k)
+}
+
+func (c *tenantCache[V]) len() int { return c.lru.Len() }
+
+// invalidate drops every cached entry of (tenant, agent). Called after the
+// commit of each write that changes them.
+func (c *collab) invalidate(tenant, agent string) {
+	k := cacheKey{tenantID: tenant, agentID: agent}
+	c.individual.invalidate(k)
+	c.prefs.invalidate(k)
+}
+
+// Learning is one lesson an agent recorded.
+type Learning struct {
+	ID         string
+	AgentID    string
+	Context    string
+	Lesson     string
+	Confidence float64
+	Source     string // "record" or "handoff"
+	ProjectID  string // set when Source is "handoff"
+	CreatedAt  string
+}
+
+// NewLearning is a lesson to record.
+type NewLearning struct {
+	Context    string
+	Lesson     string
+	Confidence float64
+}
+
+// IndividualMemory is an agent's preferences, recent learnings and, when
+// the caller's tenant registered it, capabilities.
+type IndividualMemory struct {
+	AgentID     string
+	Preferences map[string]any
+	// Learnings are the most recent first, at most 50.
+	Learnings      []Learning
+	LearningsTotal int
+	Capabilities   []string
+}
+
+// individualEntry is the cached, immutable form of IndividualMemory.
+type individualEntry struct {
+	prefs          string
+	learnings      []Learning
+	learningsTotal int
+	caps           []string
+}
+
+func checkLearning(l NewLearning) error {
+	switch {
+	case strings.TrimSpace(l.Context) == "":
+		return invalidf("context must not be empty")
+	case strings.TrimSpace(l.Lesson) == "":
+		return invalidf("lesson must not be empty")
+	case len(l.Context) > maxLearningText || len(l.Lesson) > maxLearningText:
+		return invalidf("context and lesson are limited to %d bytes", maxLearningText)
+	case math.IsNaN(l.Confidence) || l.Confidence < 0 || l.Confidence > 1:
+		return invalidf("confidence must be between 0 and 1")
+	}
+	return nil
+}
+
+func insertLearning(t *txn, tenant, agent string, l NewLearning, source, project string) (Learning, error) {
+	out := Learning{ID: newUUID(), AgentID: agent, Context: l.Context, Lesson: l.Lesson, Confidence: l.Confidence,
+		Source: source, ProjectID: project, CreatedAt: t.at()}
+	_, err := t.exec(`INSERT INTO learnings (tenant_id, id, agent_id, context, lesson, confidence, source, project_id, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		tenant, out.ID, agent, out.Context, out.Lesson, out.Confidence, source, project, out.CreatedAt)
+	return out, err
+}
+
+// RecordLearning stores a lesson of agent in the caller's tenant.
+func (s *Store) RecordLearning(ctx context.Context, agent string, l NewLearning) (Learning, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return Learning{}, err
+	}
+	if err := checkAgentID("agentId", agent); err != nil {
+		return Learning{}, err
+	}
+	if err := checkLearning(l); err != nil {
+		return Learning{}, err
+	}
+	var out Learning
+	err = s.write(ctx, func(t *txn) error {
+		out, err = insertLearning(t, tenant, agent, l, "record", "")
+		return err
+	})
+	if err != nil {
+		return Learning{}, err
+	}
+	s.collab.invalidate(tenant, agent)
+	return out, nil
+}
+
+// recentLearnings returns agent's newest learnings, at most limit, and the
+// total.
+func recentLearnings(t *txn, tenant, agent string, limit int) ([]Learning, int, error) {
+	var total int
+	if err := t.queryRow(`SELECT count(*) FROM learnings WHERE tenant_id = ? AND agent_id = ?`, tenant, agent).Scan(&total); err != nil {
+		return nil, 0, err
+	}
+	rows, err := t.query(`SELECT id, agent_id, context, lesson, confidence, source, project_id, created_at
+		FROM learnings WHERE tenant_id = ? AND agent_id = ? ORDER BY created_at DESC, rowid DESC LIMIT ?`, tenant, agent, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	out := []Learning{}
+	for rows.Next() {
+		var l Learning
+		if err := rows.Scan(&l.ID, &l.AgentID, &l.Context, &l.Lesson, &l.Confidence, &l.Source, &l.ProjectID, &l.CreatedAt); err != nil {
+			return nil, 0, err
+		}
+		out = append(out, l)
+	}
+	return out, total, rows.Err()
+}
+
+func preferencesJSON(t *txn, tenant, agent string) (string, error) {
+	var p string
+	err := t.queryRow(`SELECT preferences FROM preferences WHERE tenant_id = ? AND agent_id = ?`, tenant, agent).Scan(&p)
+	if err == sql.ErrNoRows {
+		return "{}", nil
+	}
+	return p, err
+}
+
+func prefsObject(s string) (map[string]any, error) {
+	m := map[string]any{}
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// ownCapabilities returns the capabilities of agent as registered by tenant,
+// or none.
+func ownCapabilities(t *txn, tenant, agent string) ([]string, error) {
+	var caps string
+	err := t.queryRow(`SELECT capabilities FROM agents WHERE tenant_id = ? AND agent_id = ?`, tenant, agent).Scan(&caps)
+	if err == sql.ErrNoRows {
+		return []string{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := []string{}
+	return out, json.Unmarshal([]byte(caps), &out)
+}
+
+// IndividualMemory returns agent's preferences, its 50 most recent
+// learnings with their total, and its capabilities if the caller's tenant
+// registered it. It is served from a (tenant, agent) cache, filled here and
+// invalidated by every write to those rows.
+func (s *Store) IndividualMemory(ctx context.Context, agent string) (IndividualMemory, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return IndividualMemory{}, err
+	}
+	k := cacheKey{tenantID: tenant, agentID: agent}
+	c := s.collab.individual
+	e, ok := c.get(k)
+	if !ok {
+		epoch := c.begin()
+		err = s.read(ctx, func(t *txn) error {
+			var err error
+			if e.prefs, err = preferencesJSON(t, tenant, agent); err != nil {
+				return err
+			}
+			if e.learnings, e.learningsTotal, err = recentLearnings(t, tenant, agent, individualLearnings); err != nil {
+				return err
+			}
+			e.caps, err = ownCapabilities(t, tenant, agent)
+			return err
+		})
+		if err != nil {
+			return IndividualMemory{}, err
+		}
+		c.fill(k, e, epoch)
+	}
+	prefs, err := prefsObject(e.prefs)
+	if err != nil {
+		return IndividualMemory{}, err
+	}
+	return IndividualMemory{
+		AgentID:        agent,
+		Preferences:    prefs,
+		Learnings:      slices.Clone(e.learnings),
+		LearningsTotal: e.learningsTotal,
+		Capabilities:   slices.Clone(e.caps),
+	}, nil
+}
+
+// Preferences returns agent's preferences ({} when none were set), through
+// the (tenant, agent) preferences cache.
+func (s *Store) Preferences(ctx context.Context, agent string) (map[string]any, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	k := cacheKey{tenantID: tenant, agentID: agent}
+	c := s.collab.prefs
+	p, ok := c.get(k)
+	if !ok {
+		epoch := c.begin()
+		err = s.read(ctx, func(t *txn) error {
+			p, err = preferencesJSON(t, tenant, agent)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.fill(k, p, epoch)
+	}
+	return prefsObject(p)
+}
+
+// SetPreferences merges patch into agent's preferences as a JSON merge patch
+// (RFC 7396: nested objects merge, a null value removes the key) — one row
+// per (tenant, agent), created on first use — and returns the result.
+func (s *Store) SetPreferences(ctx context.Context, agent string, patch map[string]any) (map[string]any, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkAgentID("agentId", agent); err != nil {
+		return nil, err
+	}
+	if patch == nil {
+		patch = map[string]any{}
+	}
+	b, err := json.Marshal(patch)
+	if err != nil {
+		return nil, invalidf("preferences must be a JSON object")
+	}
+	var merged string
+	err = s.write(ctx, func(t *txn) error {
+		now := t.at()
+		return t.queryRow(`INSERT INTO preferences (tenant_id, agent_id, preferences, created_at, updated_at)
+			VALUES (?, ?, json_patch('{}', ?), ?, ?)
+			ON CONFLICT (tenant_id, agent_id) DO UPDATE SET preferences = json_patch(preferences, ?), updated_at = excluded.updated_at
+			RETURNING preferences`, tenant, agent, string(b), now, now, string(b)).Scan(&merged)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.collab.invalidate(tenant, agent)
+	return prefsObject(merged)
+}
