@@ -113,6 +113,9 @@ func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw an
 	return nil
 }
 
+// keySeparators are dropped when comparing argument names: tenant_id, tenantId and tenant-id are one name.
+var keySeparators = strings.NewReplacer("_", "", "-", "")
+
 // identityMismatch reports whether v contains a tenant or env field whose
 // value differs from rc.
 func identityMismatch(rc tenancy.RequestContext, v any, depth int) bool {
@@ -122,7 +125,7 @@ func identityMismatch(rc tenancy.RequestContext, v any, depth int) bool {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, val := range x {
-			key := strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(k))
+			key := strings.ToLower(keySeparators.Replace(k))
 			switch key {
 			case "tenant", "tenantid", "org", "orgid":
 				if s, ok := val.(string); !ok || s != rc.TenantID {

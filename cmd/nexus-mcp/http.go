@@ -218,6 +218,12 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 		return err
 	}
 	defer store.Close()
+	if f.legacyAPIKey != "" {
+		// The legacy key acts as tenant "default", as in the system it replaces.
+		if err := store.EnsureTenant(ctx, tenancy.DefaultTenant); err != nil {
+			return err
+		}
+	}
 
 	app, err := newHTTPApp(store, logger, sf, jwtV, devHeaders)
 	if err != nil {
