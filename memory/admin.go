@@ -181,7 +181,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, er
 		k.CreatedAt = t.now
 		var expires any
 		if nk.TTL > 0 {
-			k.ExpiresAt = s.now().Add(nk.TTL).UTC().Format(time.RFC3339Nano)
+			k.ExpiresAt = Stamp(s.now().Add(nk.TTL))
 			expires = k.ExpiresAt
 		}
 		_, err := t.exec(`INSERT INTO api_keys (id, tenant_id, user_id, agent_id, env, name, key_hash, created_at, updated_at, expires_at)

@@ -197,7 +197,7 @@ func (s *Store) RegisterAgent(ctx context.Context, reg AgentRegistration) (a Age
 			return err
 		}
 		created = !exists
-		now := t.at()
+		now := t.now
 		if _, err := t.exec(`INSERT INTO agents (tenant_id, agent_id, name, capabilities, endpoint, metadata, status, last_seen, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?, ?)
 			ON CONFLICT (tenant_id, agent_id) DO UPDATE SET name = excluded.name, capabilities = excluded.capabilities,
@@ -256,7 +256,7 @@ func (s *Store) SetAgentIdentity(ctx context.Context, c IdentityChange) (Identit
 	var res IdentityResult
 	err = s.write(ctx, func(t *txn) error {
 		res = IdentityResult{}
-		now := t.at()
+		now := t.now
 		if taken, err := s.ownedElsewhere(t, tenant, c.NewID); err != nil || taken {
 			if taken {
 				return errOwnedElsewhere(c.NewID)
@@ -476,6 +476,6 @@ func (s *Store) AgentEndpoint(ctx context.Context, agentID string) (string, erro
 // touchAgent marks the caller's own registration of id as seen now with
 // status; an unregistered id is left alone.
 func touchAgent(t *txn, tenant, id, status string) error {
-	_, err := t.exec(`UPDATE agents SET last_seen = ?, status = ? WHERE tenant_id = ? AND agent_id = ?`, t.at(), status, tenant, id)
+	_, err := t.exec(`UPDATE agents SET last_seen = ?, status = ? WHERE tenant_id = ? AND agent_id = ?`, t.now, status, tenant, id)
 	return err
 }

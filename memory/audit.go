@@ -42,13 +42,6 @@ const (
 	ActionToolCall = "tool_call"
 )
 
-// trustLayout is the fixed-width UTC layout of the time columns of the
-// trust tables, so that text order is time order in SQL comparisons.
-const trustLayout = "2006-01-02T15:04:05.000000000Z"
-
-// trustStamp formats tm in trustLayout.
-func trustStamp(tm time.Time) string { return tm.UTC().Format(trustLayout) }
-
 // txnTime is the transaction's time as a time.Time.
 func txnTime(t *txn) time.Time {
 	tm, err := time.Parse(time.RFC3339Nano, t.now)
@@ -215,7 +208,7 @@ func insertAudit(t *txn, ev delegation.AuditEvent) error {
 	hash := delegation.ChainHash(prev, ev)
 	_, err = t.exec(`INSERT INTO audit_log (tenant_id, seq, time, user_id, api_key_id, agent_id, trace_id, session_id,
 		tool, action, outcome, content_hash, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		ev.TenantID, seq+1, trustStamp(ev.Time), ev.UserID, ev.APIKeyID, ev.AgentID, ev.TraceID, ev.SessionID,
+		ev.TenantID, seq+1, Stamp(ev.Time), ev.UserID, ev.APIKeyID, ev.AgentID, ev.TraceID, ev.SessionID,
 		ev.Tool, ev.Action, ev.Outcome, ev.ContentHash, ev.Detail, prev, hash)
 	return err
 }
@@ -288,7 +281,7 @@ func (s *Store) AuditLog(ctx context.Context, f AuditFilter) ([]AuditRecord, int
 	f.Offset = max(f.Offset, 0)
 	since := ""
 	if !f.Since.IsZero() {
-		since = trustStamp(f.Since)
+		since = Stamp(f.Since)
 	}
 	var (
 		out   []AuditRecord

@@ -178,7 +178,7 @@ func (s *Store) PrepareDelegation(ctx context.Context, nd NewDelegation) (Delega
 			mcp_session_id, trust_session_id, chain, constraints, human_origin, parent_id, status, created_at, expires_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'prepared', ?, ?)`,
 			tenant, id, nd.TraceID, nd.CallingAgent, nd.TargetAgent, nd.ToolName, nd.MCPSessionID, nd.TrustSessionID,
-			string(chainJSON), constraints, origin, parent, trustStamp(now), trustStamp(expires)); err != nil {
+			string(chainJSON), constraints, origin, parent, Stamp(now), Stamp(expires)); err != nil {
 			return err
 		}
 		var err error
@@ -293,7 +293,7 @@ func (s *Store) CompleteDelegation(ctx context.Context, id string, sum delegatio
 		}
 		keysJSON, _ := json.Marshal(keys)
 		if _, err := t.exec(`UPDATE delegations SET status = ?, completed_at = ?, has_error = ?, response_keys = ?, response_hash = ?
-			WHERE tenant_id = ? AND id = ?`, status, trustStamp(now), sum.HasError, string(keysJSON), sum.Hash, tenant, id); err != nil {
+			WHERE tenant_id = ? AND id = ?`, status, Stamp(now), sum.HasError, string(keysJSON), sum.Hash, tenant, id); err != nil {
 			return err
 		}
 		detail["status"] = status
@@ -349,7 +349,7 @@ func (s *Store) DelegationHistory(ctx context.Context, f DelegationFilter) ([]De
 	f.Offset = max(f.Offset, 0)
 	since := ""
 	if !f.Since.IsZero() {
-		since = trustStamp(f.Since)
+		since = Stamp(f.Since)
 	}
 	const where = ` FROM delegations WHERE tenant_id = ? AND (? = '' OR calling_agent = ?) AND (? = '' OR target_agent = ?)
 		AND (? = '' OR tool_name = ?) AND (? = '' OR trace_id = ?) AND (? = '' OR created_at >= ?)`
@@ -396,7 +396,7 @@ func (s *Store) RevokeDelegation(ctx context.Context, id, reason string) (int, e
 		if err != nil {
 			return err
 		}
-		now := trustStamp(txnTime(t))
+		now := Stamp(txnTime(t))
 		res, err := t.exec(`WITH RECURSIVE sub(id) AS (
 				SELECT id FROM delegations WHERE tenant_id = ? AND id = ?
 				UNION

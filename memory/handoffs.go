@@ -97,7 +97,7 @@ func (s *Store) EndSession(ctx context.Context, e EndSession) (Handoff, error) {
 	items, _ := json.Marshal(h.OpenItems)
 	learned, _ := json.Marshal(learningsToJSON(h.Learnings))
 	err = s.write(ctx, func(t *txn) error {
-		h.CreatedAt = t.at()
+		h.CreatedAt = t.now
 		if _, err := t.exec(`UPDATE handoffs SET status = 'superseded' WHERE tenant_id = ? AND project_id = ? AND status = 'active'`,
 			tenant, e.Project); err != nil {
 			return err
@@ -186,7 +186,7 @@ func (s *Store) BeginSession(ctx context.Context, agent, project string) (Sessio
 		out = Session{}
 		h, err := scanHandoff(t.queryRow(`UPDATE handoffs SET status = 'consumed', consumed_at = ?, consumed_by = ?
 			WHERE tenant_id = ? AND project_id = ? AND status = 'active'
-			RETURNING `+handoffColumns, t.at(), agent, tenant, project))
+			RETURNING `+handoffColumns, t.now, agent, tenant, project))
 		switch {
 		case err == nil:
 			out.Handoff = &h

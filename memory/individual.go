@@ -137,7 +137,7 @@ func checkLearning(l NewLearning) error {
 
 func insertLearning(t *txn, tenant, agent string, l NewLearning, source, project string) (Learning, error) {
 	out := Learning{ID: newUUID(), AgentID: agent, Context: l.Context, Lesson: l.Lesson, Confidence: l.Confidence,
-		Source: source, ProjectID: project, CreatedAt: t.at()}
+		Source: source, ProjectID: project, CreatedAt: t.now}
 	_, err := t.exec(`INSERT INTO learnings (tenant_id, id, agent_id, context, lesson, confidence, source, project_id, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		tenant, out.ID, agent, out.Context, out.Lesson, out.Confidence, source, project, out.CreatedAt)
@@ -311,7 +311,7 @@ func (s *Store) SetPreferences(ctx context.Context, agent string, patch map[stri
 	}
 	var merged string
 	err = s.write(ctx, func(t *txn) error {
-		now := t.at()
+		now := t.now
 		return t.queryRow(`INSERT INTO preferences (tenant_id, agent_id, preferences, created_at, updated_at)
 			VALUES (?, ?, json_patch('{}', ?), ?, ?)
 			ON CONFLICT (tenant_id, agent_id) DO UPDATE SET preferences = json_patch(preferences, ?), updated_at = excluded.updated_at

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 )
 
 // Messages between agents of one tenant. An inbox is (tenant, to_agent);
@@ -33,22 +32,6 @@ const (
 	SelectBroadcast    = "broadcast"
 	SelectCapabilities = "capabilities"
 )
-
-// stampLayout is RFC 3339 in UTC with a fixed nine-digit fraction, so that
-// stored timestamps sort as text in time order (RFC3339Nano trims zeros).
-const stampLayout = "2006-01-02T15:04:05.000000000Z07:00"
-
-// at is the transaction time in stampLayout.
-func (t *txn) at() string {
-	ts, err := time.Parse(time.RFC3339Nano, t.now)
-	if err != nil {
-		return t.now
-	}
-	return ts.UTC().Format(stampLayout)
-}
-
-// Stamp formats ts as stored timestamps are, for comparisons such as since.
-func Stamp(ts time.Time) string { return ts.UTC().Format(stampLayout) }
 
 // newUUID returns a random (version 4) UUID.
 func newUUID() string {
@@ -162,7 +145,7 @@ func (s *Store) SendMessage(ctx context.Context, m Send) (Sent, error) {
 	}
 	err = s.write(ctx, func(t *txn) error {
 		out.Recipients, out.MessageIDs = []string{}, []string{}
-		out.CreatedAt = t.at()
+		out.CreatedAt = t.now
 		if out.Mode == SelectDirect {
 			out.Recipients = append(out.Recipients, m.To)
 		} else {
@@ -278,7 +261,7 @@ func (s *Store) Messages(ctx context.Context, q MessageQuery) (MessagePage, erro
 			return err
 		}
 		if q.MarkAsRead {
-			now := t.at()
+			now := t.now
 			for i, m := range p.Messages {
 				if m.ReadAt != "" {
 					continue
@@ -316,11 +299,11 @@ func (s *Store) MarkMessagesRead(ctx context.Context, agent string, ids []string
 		var err error
 		if ids == nil {
 			res, err = t.exec(`UPDATE messages SET read_at = ? WHERE tenant_id = ? AND to_agent = ? AND read_at IS NULL`,
-				t.at(), tenant, agent)
+				t.now, tenant, agent)
 		} else {
 			list, _ := json.Marshal(ids)
 			res, err = t.exec(`UPDATE messages SET read_at = ? WHERE tenant_id = ? AND to_agent = ? AND read_at IS NULL
-				AND id IN (SELECT value FROM json_each(?))`, t.at(), tenant, agent, string(list))
+				AND id IN (SELECT value FROM json_each(?))`, t.now, tenant, agent, string(list))
 		}
 		if err != nil {
 			return err

@@ -181,7 +181,7 @@ func fillMessages(b *testing.B, s *Store, n int) {
 	err := s.write(ctx, func(t *txn) error {
 		for i := 0; i < n; i++ {
 			if _, err := t.exec(`INSERT INTO messages (tenant_id, id, from_agent, to_agent, content, message_type, priority, created_at)
-				VALUES ('a', ?, 'x', ?, 'filler', 'info', 'normal', ?)`, newUUID(), fmt.Sprint("agent", i%100), t.at()); err != nil {
+				VALUES ('a', ?, 'x', ?, 'filler', 'info', 'normal', ?)`, newUUID(), fmt.Sprint("agent", i%100), t.now); err != nil {
 				return err
 			}
 		}

@@ -381,7 +381,7 @@ func (s *Store) applyMigration(ctx context.Context, version int, name, body stri
 		return fmt.Errorf("apply migration %s: %w", name, err)
 	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-		version, name, s.now().UTC().Format(time.RFC3339Nano)); err != nil {
+		version, name, s.stamp()); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -447,7 +447,15 @@ func (s *Store) read(ctx context.Context, fn func(t *txn) error) error {
 	return fn(&txn{ctx: ctx, tx: tx, cache: &s.rStmts, now: s.stamp()})
 }
 
-func (s *Store) stamp() string { return s.now().UTC().Format(time.RFC3339Nano) }
+func (s *Store) stamp() string { return Stamp(s.now()) }
+
+// timeLayout is how every time is stored: RFC 3339 in UTC with a fixed
+// nine-digit fraction, so that text order is time order in SQL
+// comparisons (time.RFC3339Nano trims trailing zeros and would not sort).
+const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Stamp formats tm as stored times are, for comparisons such as since.
+func Stamp(tm time.Time) string { return tm.UTC().Format(timeLayout) }
 
 func tenantOf(ctx context.Context) (string, error) {
 	t, err := tenancy.TenantFromContext(ctx)

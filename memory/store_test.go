@@ -171,7 +171,7 @@ func TestClockIsInjectable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "2030-01-02T03:04:05Z"; got[0].CreatedAt != want {
+	if want := "2030-01-02T03:04:05.000000000Z"; got[0].CreatedAt != want {
 		t.Errorf("CreatedAt = %q, want %q", got[0].CreatedAt, want)
 	}
 }

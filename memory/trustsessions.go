@@ -127,7 +127,7 @@ func (s *Store) CreateTrustSession(ctx context.Context, n NewTrustSession) (Trus
 		if _, err := t.exec(`INSERT INTO trust_sessions (tenant_id, id, human_user_id, human_origin, agent_id, constraints,
 			created_by, created_at, expires_at, last_activity_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			tenant, id, n.HumanUserID, origin, n.AgentID, constraints, n.CreatedBy,
-			trustStamp(now), trustStamp(now.Add(n.TTL)), trustStamp(now)); err != nil {
+			Stamp(now), Stamp(now.Add(n.TTL)), Stamp(now)); err != nil {
 			return err
 		}
 		var err error
@@ -170,7 +170,7 @@ func (s *Store) TrustSessionActive(ctx context.Context, id string) (bool, error)
 	var n int
 	err = s.read(ctx, func(t *txn) error {
 		return t.queryRow(`SELECT count(*) FROM trust_sessions WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL AND expires_at > ?`,
-			tenant, id, trustStamp(txnTime(t))).Scan(&n)
+			tenant, id, Stamp(txnTime(t))).Scan(&n)
 	})
 	return n > 0, err
 }
@@ -185,7 +185,7 @@ func (s *Store) TouchTrustSession(ctx context.Context, id string) (bool, error) 
 	}
 	var n int64
 	err = s.write(withoutAudit(ctx), func(t *txn) error {
-		now := trustStamp(txnTime(t))
+		now := Stamp(txnTime(t))
 		res, err := t.exec(`UPDATE trust_sessions SET last_activity_at = ?, workflow_count = workflow_count + 1
 			WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL AND expires_at > ?`, now, tenant, id, now)
 		if err != nil {
@@ -228,7 +228,7 @@ func (s *Store) TrustSessions(ctx context.Context, f SessionFilter) ([]TrustSess
 	)
 	err = s.read(ctx, func(t *txn) error {
 		out = nil
-		now := trustStamp(txnTime(t))
+		now := Stamp(txnTime(t))
 		const where = ` FROM trust_sessions WHERE tenant_id = ? AND (? = 0 OR (revoked_at IS NULL AND expires_at > ?))`
 		if err := t.queryRow(`SELECT count(*)`+where, tenant, f.ActiveOnly, now).Scan(&total); err != nil {
 			return err
@@ -269,7 +269,7 @@ func (s *Store) RevokeTrustSession(ctx context.Context, id, reason string) (Trus
 		}
 		t.audit.set("trust_session.revoke", "", detailJSON(map[string]any{"session_id": id}))
 		if _, err := t.exec(`UPDATE trust_sessions SET revoked_at = ?, revoke_reason = ?
-			WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL`, trustStamp(txnTime(t)), reason, tenant, id); err != nil {
+			WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL`, Stamp(txnTime(t)), reason, tenant, id); err != nil {
 			return err
 		}
 		var err error
@@ -289,7 +289,7 @@ func (s *Store) RevokeTrustSessionsByHuman(ctx context.Context, userID, reason s
 	var n int64
 	err = s.write(ctx, func(t *txn) error {
 		res, err := t.exec(`UPDATE trust_sessions SET revoked_at = ?, revoke_reason = ?
-			WHERE tenant_id = ? AND human_user_id = ? AND revoked_at IS NULL`, trustStamp(txnTime(t)), reason, tenant, userID)
+			WHERE tenant_id = ? AND human_user_id = ? AND revoked_at IS NULL`, Stamp(txnTime(t)), reason, tenant, userID)
 		if err != nil {
 			return err
 		}
@@ -313,7 +313,7 @@ func (s *Store) DeleteExpiredTrustSessions(ctx context.Context) (int, error) {
 	for _, tn := range tenants {
 		var n int64
 		err := s.write(withoutAudit(ctx), func(t *txn) error {
-			res, err := t.exec(`DELETE FROM trust_sessions WHERE tenant_id = ? AND expires_at <= ?`, tn.ID, trustStamp(txnTime(t)))
+			res, err := t.exec(`DELETE FROM trust_sessions WHERE tenant_id = ? AND expires_at <= ?`, tn.ID, Stamp(txnTime(t)))
 			if err != nil {
 				return err
 			}
