@@ -249,21 +249,15 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (tenancy.StoredKe
 	if err != nil {
 		return tenancy.StoredKey{}, err
 	}
-	if k.ExpiresAt, err = parseTime(expires); err != nil {
+	if k.ExpiresAt, err = parseStoredTime(expires); err != nil {
 		return tenancy.StoredKey{}, err
 	}
-	if k.RevokedAt, err = parseTime(revoked); err != nil {
+	if k.RevokedAt, err = parseStoredTime(revoked); err != nil {
 		return tenancy.StoredKey{}, err
 	}
 	return k, nil
 }
 
-func parseTime(v sql.NullString) (time.Time, error) {
-	if !v.Valid || v.String == "" {
-		return time.Time{}, nil
-	}
-	return time.Parse(time.RFC3339Nano, v.String)
-}
 
 // SetMember adds user to tenant with role ("member" or "admin"), or changes the role.
 func (s *Store) SetMember(ctx context.Context, tenantID, userID, role string) error {

@@ -51,8 +51,8 @@ func txnTime(t *txn) time.Time {
 	return tm.UTC()
 }
 
-// parseTrustTime parses a stored trust time ("" or NULL is the zero time).
-func parseTrustTime(v sql.NullString) (time.Time, error) {
+// parseStoredTime parses a stored time ("" or NULL is the zero time).
+func parseStoredTime(v sql.NullString) (time.Time, error) {
 	if !v.Valid || v.String == "" {
 		return time.Time{}, nil
 	}

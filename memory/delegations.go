@@ -78,7 +78,7 @@ func scanDelegation(sc interface{ Scan(...any) error }) (DelegationRecord, error
 		dst *time.Time
 		src sql.NullString
 	}{{&d.CreatedAt, created}, {&d.ExpiresAt, expires}, {&d.CompletedAt, completed}, {&d.RevokedAt, revoked}} {
-		if *f.dst, err = parseTrustTime(f.src); err != nil {
+		if *f.dst, err = parseStoredTime(f.src); err != nil {
 			return DelegationRecord{}, err
 		}
 	}

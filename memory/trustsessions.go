@@ -83,7 +83,7 @@ func scanSession(sc interface{ Scan(...any) error }) (TrustSession, error) {
 		dst *time.Time
 		src sql.NullString
 	}{{&ts.CreatedAt, created}, {&ts.ExpiresAt, expires}, {&ts.LastActivityAt, activity}, {&ts.RevokedAt, revokedAt}} {
-		if *f.dst, err = parseTrustTime(f.src); err != nil {
+		if *f.dst, err = parseStoredTime(f.src); err != nil {
 			return TrustSession{}, err
 		}
 	}
