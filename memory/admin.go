@@ -258,7 +258,6 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (tenancy.StoredKe
 	return k, nil
 }
 
-
 // SetMember adds user to tenant with role ("member" or "admin"), or changes the role.
 func (s *Store) SetMember(ctx context.Context, tenantID, userID, role string) error {
 	if role != "member" && role != "admin" {
