@@ -205,9 +205,7 @@ func (h *Handlers) prepareAgentCall() server.ServerTool {
 }
 
 func (h *Handlers) doPrepareAgentCall(ctx context.Context, args prepareAgentCallArgs) (any, error) {
-	p, err := h.prepare(ctx, prepareInput{CallingAgent: args.CallingAgent, TargetAgent: args.TargetAgent,
-		ToolName: args.ToolName, MCPSessionID: args.MCPSessionID, TraceID: args.TraceID, Constraints: args.Constraints,
-		HumanOrigin: args.HumanOrigin, TTLSeconds: args.TTLSeconds})
+	p, err := h.prepare(ctx, prepareInput(args))
 	if err != nil {
 		return nil, err
 	}

@@ -102,8 +102,8 @@ func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw an
 	if raw == nil {
 		raw = map[string]any{}
 	}
-	if identityMismatch(rc, raw, 0) {
-		return errForbiddenMismatch
+	if err := checkIdentity(rc, raw, 0); err != nil {
+		return err
 	}
 	if rs := h.schemas[tool]; rs != nil {
 		if err := rs.Validate(raw); err != nil {
@@ -116,38 +116,41 @@ func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw an
 // keySeparators are dropped when comparing argument names: tenant_id, tenantId and tenant-id are one name.
 var keySeparators = strings.NewReplacer("_", "", "-", "")
 
-// identityMismatch reports whether v contains a tenant or env field whose
-// value differs from rc.
-func identityMismatch(rc tenancy.RequestContext, v any, depth int) bool {
-	if depth > 64 {
-		return true // deeper than any schema allows; refuse rather than recurse on
+// maxArgumentDepth bounds how deep checkIdentity walks into arguments.
+const maxArgumentDepth = 64
+
+// checkIdentity returns errForbiddenMismatch when v contains a tenant or
+// env field whose value differs from rc, and an argument error when v nests
+// deeper than maxArgumentDepth (deeper than any schema needs).
+func checkIdentity(rc tenancy.RequestContext, v any, depth int) error {
+	if depth > maxArgumentDepth {
+		return argErrorf("invalid arguments: nested deeper than %d levels", maxArgumentDepth)
 	}
 	switch x := v.(type) {
 	case map[string]any:
 		for k, val := range x {
-			key := strings.ToLower(keySeparators.Replace(k))
-			switch key {
+			switch strings.ToLower(keySeparators.Replace(k)) {
 			case "tenant", "tenantid", "org", "orgid":
 				if s, ok := val.(string); !ok || s != rc.TenantID {
-					return true
+					return errForbiddenMismatch
 				}
 			case "env", "environment":
 				if s, ok := val.(string); !ok || s != rc.Env {
-					return true
+					return errForbiddenMismatch
 				}
 			}
-			if identityMismatch(rc, val, depth+1) {
-				return true
+			if err := checkIdentity(rc, val, depth+1); err != nil {
+				return err
 			}
 		}
 	case []any:
 		for _, e := range x {
-			if identityMismatch(rc, e, depth+1) {
-				return true
+			if err := checkIdentity(rc, e, depth+1); err != nil {
+				return err
 			}
 		}
 	}
-	return false
+	return nil
 }
 
 // render returns res as structured content with its compact JSON as text.

@@ -1,0 +1,356 @@
+package memory
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// T4 of the security test plan: a static check that every SQL statement in
+// this package that touches a tenant table carries a tenant predicate, and
+// that every tenant table keys its rows and references by tenant.
+
+// sqlStmt is one SQL statement found in the package's source: a string
+// literal, or a concatenation of literals and constants, that starts with
+// a statement keyword. Parts that are not constant are kept as ⟨expr⟩.
+type sqlStmt struct {
+	pos  string // file:line
+	text string
+}
+
+// sqlStart matches the start of a statement (the package writes SQL
+// keywords in upper case; English text rarely starts so).
+var sqlStart = regexp.MustCompile(`^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\s`)
+
+// collectSQL parses the given Go files and returns their SQL statements.
+// Constants (package-level and function-local) are folded into the
+// statements that use them.
+func collectSQL(t *testing.T, fset *token.FileSet, files []*ast.File) []sqlStmt {
+	t.Helper()
+	global := map[string]ast.Expr{}
+	for _, f := range files {
+		for _, d := range f.Decls {
+			if gd, ok := d.(*ast.GenDecl); ok && gd.Tok == token.CONST {
+				addConsts(global, gd)
+			}
+		}
+	}
+	var out []sqlStmt
+	for _, f := range files {
+		for _, d := range f.Decls {
+			local := map[string]ast.Expr{}
+			if fd, ok := d.(*ast.FuncDecl); ok && fd.Body != nil {
+				ast.Inspect(fd.Body, func(n ast.Node) bool {
+					if gd, ok := n.(*ast.GenDecl); ok && gd.Tok == token.CONST {
+						addConsts(local, gd)
+					}
+					return true
+				})
+			}
+			var fold func(e ast.Expr, depth int) string
+			fold = func(e ast.Expr, depth int) string {
+				if depth > 32 {
+					return "⟨deep⟩"
+				}
+				switch x := e.(type) {
+				case *ast.BasicLit:
+					if x.Kind == token.STRING {
+						if s, err := strconv.Unquote(x.Value); err == nil {
+							return s
+						}
+					}
+				case *ast.ParenExpr:
+					return fold(x.X, depth+1)
+				case *ast.Ident:
+					if v, ok := local[x.Name]; ok {
+						return fold(v, depth+1)
+					}
+					if v, ok := global[x.Name]; ok {
+						return fold(v, depth+1)
+					}
+					return "⟨" + x.Name + "⟩"
+				case *ast.BinaryExpr:
+					if x.Op == token.ADD {
+						return fold(x.X, depth+1) + fold(x.Y, depth+1)
+					}
+				}
+				return "⟨expr⟩"
+			}
+			ast.Inspect(d, func(n ast.Node) bool {
+				var e ast.Expr
+				switch x := n.(type) {
+				case *ast.BasicLit:
+					if x.Kind != token.STRING {
+						return true
+					}
+					e = x
+				case *ast.BinaryExpr:
+					if x.Op != token.ADD {
+						return true
+					}
+					e = x
+				default:
+					return true
+				}
+				s := fold(e, 0)
+				if !sqlStart.MatchString(s) {
+					return true // a fragment: its statement is checked where it is used
+				}
+				p := fset.Position(e.Pos())
+				out = append(out, sqlStmt{pos: filepath.Base(p.Filename) + ":" + strconv.Itoa(p.Line), text: s})
+				return false // the outermost concatenation is the statement
+			})
+		}
+	}
+	return out
+}
+
+func addConsts(m map[string]ast.Expr, gd *ast.GenDecl) {
+	for _, sp := range gd.Specs {
+		vs := sp.(*ast.ValueSpec)
+		for i, name := range vs.Names {
+			if i < len(vs.Values) {
+				m[name.Name] = vs.Values[i]
+			}
+		}
+	}
+}
+
+var (
+	sqlSpace = regexp.MustCompile(`\s+`)
+	// orderBy is an ORDER BY clause up to LIMIT, a closing parenthesis or
+	// the end: "ORDER BY tenant_id = ? DESC" sorts, it does not filter.
+	orderBy = regexp.MustCompile(`\border by [^()]*?(\blimit\b|\)|$)`)
+	// tableRef captures the table after FROM, JOIN, INTO and UPDATE.
+	tableRef = regexp.MustCompile(`\b(?:from|join|into|update)\s+([a-z_][a-z0-9_]*)`)
+	// tenantPred is one tenant predicate: tenant_id = ?, the composite join
+	// form x.tenant_id = y.tenant_id, or tenant_id = excluded.tenant_id.
+	tenantPred = regexp.MustCompile(`\b(?:[a-z_][a-z0-9_]*\.)?tenant_id\s*=\s*(?:\?|[a-z_][a-z0-9_]*\.tenant_id\b)`)
+	// tenantInsert is an INSERT whose column list names tenant_id.
+	tenantInsert = regexp.MustCompile(`\binsert\s+(?:or\s+\w+\s+)?into\s+[a-z_][a-z0-9_]*\s*\([^)]*\btenant_id\b`)
+)
+
+// sqlViolation reports why stmt lacks a tenant predicate, or "". Every
+// reference to a tenant table (FROM, JOIN, INTO, UPDATE) needs one tenant
+// predicate of its own; INSERT INTO t (tenant_id, ...) is the predicate of
+// its INSERT.
+func sqlViolation(stmt string, tenantTables map[string]bool) string {
+	s := strings.ToLower(sqlSpace.ReplaceAllString(stmt, " "))
+	s = orderBy.ReplaceAllString(s, "$1")
+	var refs []string
+	for _, m := range tableRef.FindAllStringSubmatch(s, -1) {
+		if tenantTables[m[1]] {
+			refs = append(refs, m[1])
+		}
+	}
+	if len(refs) == 0 {
+		return ""
+	}
+	preds := len(tenantPred.FindAllString(s, -1)) + len(tenantInsert.FindAllString(s, -1))
+	if preds < len(refs) {
+		return "tenant tables " + strings.Join(refs, ", ") + ": " + strconv.Itoa(len(refs)) +
+			" references, " + strconv.Itoa(preds) + " tenant predicates"
+	}
+	return ""
+}
+
+// sqlAllow lists the statements that legitimately touch a tenant table
+// without a tenant predicate: each is found by its file and a fragment of
+// its text, with the reason. Keep it small; every entry must still match.
+var sqlAllow = []struct {
+	file, fragment, reason string
+}{
+	{"admin.go", "where k.key_hash = ?", "API-key lookup by hash: the key is what establishes the tenant"},
+	{"admin.go", "update api_keys set revoked_at", "administrative key revocation by key id (CLI), no tenant in play"},
+	{"agents.go", "where agent_id = ? and tenant_id <> ?", "global agent registry: is the id owned by another tenant"},
+	{"agents.go", "from agents where agent_id = ? order by tenant_id = ? desc", "global agent registry read by id (AgentScopeGlobal)"},
+	{"agents.go", "select 1 from agents where agent_id = ? limit 1", "global agent registry: does the id exist in any tenant"},
+}
+
+func allowed(pos, stmt string) (int, bool) {
+	s := strings.ToLower(sqlSpace.ReplaceAllString(stmt, " "))
+	file := strings.SplitN(pos, ":", 2)[0]
+	for i, a := range sqlAllow {
+		if a.file == file && strings.Contains(s, a.fragment) {
+			return i, true
+		}
+	}
+	return -1, false
+}
+
+// TestStaticTenantPredicates parses every SQL statement of the package and
+// checks it against the tenant tables read from sqlite_schema.
+func TestStaticTenantPredicates(t *testing.T) {
+	s := newTestStore(t)
+	tables := tenantTables(t, s)
+	if len(tables) < 10 {
+		t.Fatalf("tenant tables = %v, want at least the tables of migrations 0001-0003", tables)
+	}
+
+	fset := token.NewFileSet()
+	names, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*ast.File
+	for _, n := range names {
+		if strings.HasSuffix(n, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, n, nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	stmts := collectSQL(t, fset, files)
+	if len(stmts) < 50 {
+		t.Fatalf("found %d SQL statements, want the package's ~100; is the collector broken?", len(stmts))
+	}
+	used := make([]bool, len(sqlAllow))
+	violations, allowedN := 0, 0
+	for _, st := range stmts {
+		why := sqlViolation(st.text, tables)
+		if why == "" {
+			continue
+		}
+		if i, ok := allowed(st.pos, st.text); ok {
+			used[i] = true
+			allowedN++
+			continue
+		}
+		violations++
+		t.Errorf("%s: %s without a tenant predicate:\n%s", st.pos, why, strings.TrimSpace(st.text))
+	}
+	for i, u := range used {
+		if !u {
+			t.Errorf("allow-list entry %q (%s) matches no statement; remove it", sqlAllow[i].fragment, sqlAllow[i].file)
+		}
+	}
+
+	// Positive control: the checker flags statements without the predicate
+	// and passes the forms that carry it.
+	controls := []struct {
+		name string
+		src  string
+		want bool // flagged
+	}{
+		{"select without predicate", "SELECT name FROM entities WHERE name = ?", true},
+		{"join without predicate on the joined table", "SELECT e.name FROM entities e JOIN observations o ON o.entity_id = e.id WHERE e.tenant_id = ?", true},
+		{"delete without predicate", "DELETE FROM messages WHERE id = ?", true},
+		{"update without predicate", "UPDATE handoffs SET status = 'consumed' WHERE id = ?", true},
+		{"insert without tenant column", "INSERT INTO learnings (id, agent_id) VALUES (?, ?)", true},
+		{"select with predicate", "SELECT name FROM entities WHERE tenant_id = ? AND name = ?", false},
+		{"composite join", "SELECT e.name FROM entities e JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id WHERE e.tenant_id = ?", false},
+		{"insert with tenant column", "INSERT INTO learnings (tenant_id, id) VALUES (?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET id = excluded.id", false},
+		{"not a tenant table", "SELECT id FROM tenants WHERE id = ?", false},
+		{"tenant_id in ORDER BY only", "SELECT name FROM agents WHERE agent_id = ? ORDER BY tenant_id = ? DESC LIMIT 1", true},
+	}
+	for _, c := range controls {
+		t.Run("control/"+c.name, func(t *testing.T) {
+			if got := sqlViolation(c.src, tables) != ""; got != c.want {
+				t.Errorf("sqlViolation(%q) flagged = %v, want %v", c.src, got, c.want)
+			}
+		})
+	}
+	t.Run("control/collector", func(t *testing.T) {
+		src := "package x\nconst where = ` FROM entities WHERE name = ?`\nfunc f() { q(`SELECT count(*)` + where); q(\"SELECT 1 FROM agents WHERE tenant_id = ?\") }\n"
+		fs := token.NewFileSet()
+		f, err := parser.ParseFile(fs, "x.go", src, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := collectSQL(t, fs, []*ast.File{f})
+		if len(got) != 2 || sqlViolation(got[0].text, tables) == "" || sqlViolation(got[1].text, tables) != "" {
+			t.Errorf("collectSQL on a fixture = %+v, want the folded statement flagged and the second not", got)
+		}
+	})
+
+	t.Logf("metric sql_statements_checked=%d", len(stmts))
+	t.Logf("metric sql_statements_allowlisted=%d", allowedN)
+	t.Logf("metric tenant_tables=%d", len(tables))
+	t.Logf("metric violations=%d", violations)
+}
+
+// tenantTables returns the tables whose columns include tenant_id, and
+// checks that tenant_id is NOT NULL and that every foreign key into a
+// tenant table carries tenant_id (a row can never point into another
+// tenant).
+func tenantTables(t *testing.T, s *Store) map[string]bool {
+	t.Helper()
+	rows, err := s.r.Query(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, n)
+	}
+	rows.Close()
+	sort.Strings(all)
+	out := map[string]bool{}
+	for _, tbl := range all {
+		var notnull int
+		err := s.r.QueryRow(`SELECT "notnull" FROM pragma_table_info(?) WHERE name = 'tenant_id'`, tbl).Scan(&notnull)
+		if err != nil {
+			continue // no tenant_id: tenants, schema_migrations, FTS tables
+		}
+		out[tbl] = true
+		if notnull != 1 {
+			t.Errorf("table %s: tenant_id is nullable", tbl)
+		}
+	}
+	bad := 0
+	for tbl := range out {
+		fks, err := s.r.Query(`SELECT id, "table", "from" FROM pragma_foreign_key_list(?)`, tbl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type fk struct {
+			target string
+			cols   []string
+		}
+		byID := map[int]*fk{}
+		for fks.Next() {
+			var (
+				id           int
+				target, from string
+			)
+			if err := fks.Scan(&id, &target, &from); err != nil {
+				t.Fatal(err)
+			}
+			if byID[id] == nil {
+				byID[id] = &fk{target: target}
+			}
+			byID[id].cols = append(byID[id].cols, from)
+		}
+		fks.Close()
+		for _, k := range byID {
+			if out[k.target] && !containsStr(k.cols, "tenant_id") {
+				bad++
+				t.Errorf("table %s: foreign key %v into tenant table %s without tenant_id", tbl, k.cols, k.target)
+			}
+		}
+	}
+	t.Logf("metric cross_tenant_fks=%d", bad)
+	return out
+}
+
+func containsStr(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
