@@ -332,7 +332,7 @@ const agentColumns = `tenant_id, agent_id, name, capabilities, endpoint, metadat
 
 // scanAgent reads an agentColumns row, hiding endpoint and metadata unless
 // the row belongs to tenant.
-func scanAgent(sc interface{ Scan(...any) error }, tenant string) (Agent, error) {
+func scanAgent(sc scanner, tenant string) (Agent, error) {
 	var (
 		a               Agent
 		owner           string

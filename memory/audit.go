@@ -274,11 +274,7 @@ func (s *Store) AuditLog(ctx context.Context, f AuditFilter) ([]AuditRecord, int
 	if err != nil {
 		return nil, 0, err
 	}
-	if f.Limit <= 0 {
-		f.Limit = DefaultAuditLimit
-	}
-	f.Limit = min(f.Limit, MaxAuditLimit)
-	f.Offset = max(f.Offset, 0)
+	f.Limit, f.Offset = clampPage(f.Limit, f.Offset, DefaultAuditLimit, MaxAuditLimit)
 	since := ""
 	if !f.Since.IsZero() {
 		since = Stamp(f.Since)
@@ -295,18 +291,8 @@ func (s *Store) AuditLog(ctx context.Context, f AuditFilter) ([]AuditRecord, int
 		}
 		rows, err := t.query(`SELECT `+auditColumns+where+` ORDER BY seq DESC LIMIT ? OFFSET ?`,
 			tenant, since, since, f.Agent, f.Agent, f.Limit, f.Offset)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scanAudit(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
-		}
-		return rows.Err()
+		out, err = collect(rows, err, scanAudit)
+		return err
 	})
 	return out, total, err
 }
@@ -316,7 +302,7 @@ const auditColumns = `tenant_id, seq, time, user_id, api_key_id, agent_id, trace
 
 // scanAudit reads one row selected with auditColumns. A time that does not
 // parse is kept as the zero time (verification then reports the row).
-func scanAudit(rows *sql.Rows) (AuditRecord, error) {
+func scanAudit(rows scanner) (AuditRecord, error) {
 	var (
 		r  AuditRecord
 		tm string
@@ -362,21 +348,10 @@ func (s *Store) VerifyAudit(ctx context.Context, tenantID string) (AuditCheck, e
 			after = prev.Seq
 		}
 		err := s.read(ctx, func(t *txn) error {
-			batch = batch[:0]
 			rows, err := t.query(`SELECT `+auditColumns+` FROM audit_log WHERE tenant_id = ? AND seq > ? ORDER BY seq LIMIT ?`,
 				tenantID, after, auditBatch)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				r, err := scanAudit(rows)
-				if err != nil {
-					return err
-				}
-				batch = append(batch, r)
-			}
-			return rows.Err()
+			batch, err = collect(rows, err, scanAudit)
+			return err
 		})
 		if err != nil {
 			return AuditCheck{}, fmt.Errorf("verify audit of %q: %w", tenantID, err)

@@ -62,7 +62,7 @@ const delegationColumns = `id, trace_id, calling_agent, target_agent, tool_name,
 	chain, constraints, human_origin, coalesce(parent_id, ''), status, created_at, expires_at, completed_at,
 	has_error, response_keys, response_hash, revoked_at, revoke_reason`
 
-func scanDelegation(sc interface{ Scan(...any) error }) (DelegationRecord, error) {
+func scanDelegation(sc scanner) (DelegationRecord, error) {
 	var (
 		d                                    DelegationRecord
 		chain, constraints, origin, keys     string
@@ -342,11 +342,7 @@ func (s *Store) DelegationHistory(ctx context.Context, f DelegationFilter) ([]De
 	if err != nil {
 		return nil, 0, err
 	}
-	if f.Limit <= 0 {
-		f.Limit = DefaultDelegationLimit
-	}
-	f.Limit = min(f.Limit, MaxDelegationLimit)
-	f.Offset = max(f.Offset, 0)
+	f.Limit, f.Offset = clampPage(f.Limit, f.Offset, DefaultDelegationLimit, MaxDelegationLimit)
 	since := ""
 	if !f.Since.IsZero() {
 		since = Stamp(f.Since)
@@ -366,18 +362,8 @@ func (s *Store) DelegationHistory(ctx context.Context, f DelegationFilter) ([]De
 		}
 		rows, err := t.query(`SELECT `+delegationColumns+where+` ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?`,
 			append(args, f.Limit, f.Offset)...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			d, err := scanDelegation(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, d)
-		}
-		return rows.Err()
+		out, err = collect(rows, err, scanDelegation)
+		return err
 	})
 	return out, total, err
 }

@@ -141,7 +141,7 @@ func learningsToJSON(ls []NewLearning) []learningJSON {
 const handoffColumns = `id, project_id, from_agent, user_id, summary, open_items, learnings, status, created_at,
 	coalesce(consumed_at, ''), coalesce(consumed_by, '')`
 
-func scanHandoff(sc interface{ Scan(...any) error }) (Handoff, error) {
+func scanHandoff(sc scanner) (Handoff, error) {
 	var (
 		h                Handoff
 		items, learnings string

@@ -457,6 +457,36 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 // Stamp formats tm as stored times are, for comparisons such as since.
 func Stamp(tm time.Time) string { return tm.UTC().Format(timeLayout) }
 
+// scanner is what a scan function reads one row from: *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+// collect reads every row of a query with scan and closes the rows; a query
+// error is passed through.
+func collect[T any](rows *sql.Rows, err error, scan func(scanner) (T, error)) ([]T, error) {
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// clampPage applies a list's default page size and cap to limit and floors
+// offset at zero.
+func clampPage(limit, offset, def, maxLimit int) (int, int) {
+	if limit <= 0 {
+		limit = def
+	}
+	return min(limit, maxLimit), max(offset, 0)
+}
+
 func tenantOf(ctx context.Context) (string, error) {
 	t, err := tenancy.TenantFromContext(ctx)
 	if err != nil {

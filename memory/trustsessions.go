@@ -68,7 +68,7 @@ func newSessionID() string {
 const sessionColumns = `id, human_user_id, human_origin, agent_id, constraints, created_by, created_at, expires_at,
 	last_activity_at, workflow_count, revoked_at, revoke_reason`
 
-func scanSession(sc interface{ Scan(...any) error }) (TrustSession, error) {
+func scanSession(sc scanner) (TrustSession, error) {
 	var (
 		ts                                    TrustSession
 		origin, constraints                   string
@@ -217,11 +217,7 @@ func (s *Store) TrustSessions(ctx context.Context, f SessionFilter) ([]TrustSess
 	if err != nil {
 		return nil, 0, err
 	}
-	if f.Limit <= 0 {
-		f.Limit = DefaultSessionLimit
-	}
-	f.Limit = min(f.Limit, MaxSessionLimit)
-	f.Offset = max(f.Offset, 0)
+	f.Limit, f.Offset = clampPage(f.Limit, f.Offset, DefaultSessionLimit, MaxSessionLimit)
 	var (
 		out   []TrustSession
 		total int
@@ -235,18 +231,8 @@ func (s *Store) TrustSessions(ctx context.Context, f SessionFilter) ([]TrustSess
 		}
 		rows, err := t.query(`SELECT `+sessionColumns+where+` ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?`,
 			tenant, f.ActiveOnly, now, f.Limit, f.Offset)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			ts, err := scanSession(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, ts)
-		}
-		return rows.Err()
+		out, err = collect(rows, err, scanSession)
+		return err
 	})
 	return out, total, err
 }
