@@ -6,12 +6,14 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
 // newScopedStore is newTestStore with an agent registry scope.
 func newScopedStore(t testing.TB, scope string) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "nexus.db"), Options{AgentScope: scope})
+	s, err := Open(context.Background(), memtest.DSN(t), Options{AgentScope: scope})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -41,7 +42,7 @@ func (c *trustClock) Advance(d time.Duration) {
 func newClockStore(t testing.TB, path string, c *trustClock) *Store {
 	t.Helper()
 	if path == "" {
-		path = filepath.Join(t.TempDir(), "nexus.db")
+		path = memtest.DSN(t)
 	}
 	s, err := Open(context.Background(), path, Options{Now: c.Now})
 	if err != nil {

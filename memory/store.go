@@ -33,7 +33,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-//go:embed migrations/*.sql
+//go:embed migrations/*.sql migrations/postgres/*.sql
 var migrationFS embed.FS
 
 // Sentinel errors callers check with errors.Is. Another tenant's data is
@@ -82,12 +82,18 @@ type Options struct {
 	AgentScope string
 }
 
-// Store is the SQLite implementation of nexus-mcp's storage.
+// Store is nexus-mcp's storage: SQLite (the embedded default) or
+// PostgreSQL (Open with a postgres:// URL). Both run the same methods and
+// the same SQL except where the engines differ (search indexes, JSON array
+// expansion, locking); the differences live in this package only.
 type Store struct {
-	path string
-	w    *sql.DB // single writer connection, IMMEDIATE transactions
-	r    *sql.DB // reader pool
+	path string // the SQLite file, or the PostgreSQL URL without its password
+	w    *sql.DB // SQLite: single writer connection, IMMEDIATE transactions; PostgreSQL: the pool
+	r    *sql.DB // SQLite: reader pool; PostgreSQL: the same pool as w
 	now  func() time.Time
+	// pg is set for PostgreSQL: statements are rebound to $n placeholders
+	// and every write transaction takes its tenant's advisory lock.
+	pg *pgBackend
 	// collab is the agent scope and the (tenant, agent) caches of the
 	// collaboration tables; see agents.go.
 	collab *collab
@@ -167,12 +173,16 @@ func (c *stmtCache) close() {
 type txn struct {
 	ctx   context.Context
 	tx    *sql.Tx
-	cache *stmtCache
+	s     *Store
+	cache *stmtCache // nil on PostgreSQL, whose driver caches statements per connection
 	now   string // the transaction's time, UTC RFC 3339
 	// audit is the audit row write() appends before commit when ctx
 	// carries an AuditIntent (see audit.go); methods may refine it.
 	audit *auditNote
 }
+
+// Every statement of the package passes through exec, query or queryRow,
+// which hand it to the engine in its dialect (Store.sqlFor).
 
 func (t *txn) stmt(query string) (*sql.Stmt, error) {
 	if st := t.cache.lookup(query); st != nil {
@@ -182,6 +192,10 @@ func (t *txn) stmt(query string) (*sql.Stmt, error) {
 }
 
 func (t *txn) exec(query string, args ...any) (sql.Result, error) {
+	query = t.s.sqlFor(query)
+	if t.cache == nil {
+		return t.tx.ExecContext(t.ctx, query, args...)
+	}
 	st, err := t.stmt(query)
 	if err != nil {
 		return nil, err
@@ -190,6 +204,10 @@ func (t *txn) exec(query string, args ...any) (sql.Result, error) {
 }
 
 func (t *txn) query(query string, args ...any) (*sql.Rows, error) {
+	query = t.s.sqlFor(query)
+	if t.cache == nil {
+		return t.tx.QueryContext(t.ctx, query, args...)
+	}
 	st, err := t.stmt(query)
 	if err != nil {
 		return nil, err
@@ -199,10 +217,43 @@ func (t *txn) query(query string, args ...any) (*sql.Rows, error) {
 
 // queryRow is QueryRow through the cache; a prepare error surfaces from Scan.
 func (t *txn) queryRow(query string, args ...any) *sql.Row {
+	query = t.s.sqlFor(query)
+	if t.cache == nil {
+		return t.tx.QueryRowContext(t.ctx, query, args...)
+	}
 	if st := t.cache.lookup(query); st != nil {
 		return t.tx.StmtContext(t.ctx, st).QueryRowContext(t.ctx, args...)
 	}
 	return t.tx.QueryRowContext(t.ctx, query, args...)
+}
+
+// lock serializes this write transaction with every other one that takes
+// the same key, on any replica, until it ends: a PostgreSQL transaction
+// advisory lock. On SQLite the single writer already serializes every
+// write, so it does nothing.
+func (t *txn) lock(key string) error {
+	if t.s.pg == nil {
+		return nil
+	}
+	_, err := t.tx.ExecContext(t.ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key)
+	return err
+}
+
+// mutateSQL, when set, rewrites every statement before it runs. Only the
+// mutation test build (mutation.go, build tag "mutation") sets it, to
+// remove one tenant predicate at a time and prove the tests notice.
+var mutateSQL func(string) string
+
+// sqlFor is query as the engine runs it: with the test mutation applied,
+// then rebound to PostgreSQL's dialect on PostgreSQL.
+func (s *Store) sqlFor(query string) string {
+	if mutateSQL != nil {
+		query = mutateSQL(query)
+	}
+	if s.pg != nil {
+		return s.pg.rebind(query)
+	}
+	return query
 }
 
 // DefaultPath returns $XDG_DATA_HOME/nexus-mcp/nexus.db, falling back to
@@ -232,9 +283,23 @@ func dsn(path string, txlock, sync string) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-// Open opens (creating if needed) the database at path, with directory mode
-// 0700 and file mode 0600, and applies pending migrations.
-func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+// IsPostgresURL reports whether db names a PostgreSQL database
+// (postgres:// or postgresql://) rather than a SQLite file.
+func IsPostgresURL(db string) bool {
+	return strings.HasPrefix(db, "postgres://") || strings.HasPrefix(db, "postgresql://")
+}
+
+// Open opens the database db and applies pending migrations. db is a
+// PostgreSQL URL (see IsPostgresURL) or a SQLite file path; the file is
+// created if needed, with directory mode 0700 and file mode 0600.
+func Open(ctx context.Context, db string, opts Options) (*Store, error) {
+	if IsPostgresURL(db) {
+		return openPostgres(ctx, db, opts)
+	}
+	return openSQLite(ctx, db, opts)
+}
+
+func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -283,22 +348,35 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, s.w, "migrations"); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// Close closes both pools. A clean close checkpoints and removes the WAL.
+// Close closes both pools. A clean SQLite close checkpoints and removes
+// the WAL.
 func (s *Store) Close() error {
+	if s.pg != nil {
+		return s.pg.close()
+	}
 	s.wStmts.close()
 	s.rStmts.close()
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
-// Path is the database file.
+// Path is the database: the SQLite file, or the PostgreSQL URL with its
+// password removed.
 func (s *Store) Path() string { return s.path }
+
+// Backend is "sqlite" or "postgres".
+func (s *Store) Backend() string {
+	if s.pg != nil {
+		return "postgres"
+	}
+	return "sqlite"
+}
 
 func (s *Store) checkWAL(ctx context.Context) error {
 	var mode string
@@ -335,16 +413,21 @@ func (s *Store) Pragmas(ctx context.Context, reader bool) (map[string]string, er
 	return out, nil
 }
 
-// migrate applies the embedded migrations in order, each in its own
+// migrate applies the embedded migrations of the dialect (migrations/ for
+// SQLite, migrations/postgres/ for PostgreSQL) in order, each in its own
 // transaction, recording them in schema_migrations.
-func (s *Store) migrate(ctx context.Context) error {
-	if _, err := s.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL) STRICT`); err != nil {
+func (s *Store) migrate(ctx context.Context, db execer, dir string) error {
+	strict := " STRICT"
+	if s.pg != nil {
+		strict = ""
+	}
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`+strict); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	names, err := fs.Glob(migrationFS, "migrations/*.sql")
-	if err != nil {
-		return err
+	names, err := fs.Glob(migrationFS, dir+"/*.sql")
+	if err != nil || len(names) == 0 {
+		return fmt.Errorf("no migrations in %s: %v", dir, err)
 	}
 	sort.Strings(names)
 	for _, name := range names {
@@ -357,21 +440,28 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.applyMigration(ctx, version, base, string(body)); err != nil {
+		if err := s.applyMigration(ctx, db, version, base, string(body)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Store) applyMigration(ctx context.Context, version int, name, body string) error {
-	tx, err := s.w.BeginTx(ctx, nil)
+// execer is what migrations run on: the SQLite writer, or the one
+// PostgreSQL connection that holds the migration lock.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
+func (s *Store) applyMigration(ctx context.Context, db execer, version int, name, body string) error {
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	var n int
-	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations WHERE version = ?", version).Scan(&n); err != nil {
+	if err := tx.QueryRowContext(ctx, s.sqlFor("SELECT count(*) FROM schema_migrations WHERE version = ?"), version).Scan(&n); err != nil {
 		return err
 	}
 	if n > 0 {
@@ -380,7 +470,7 @@ func (s *Store) applyMigration(ctx context.Context, version int, name, body stri
 	if _, err := tx.ExecContext(ctx, body); err != nil {
 		return fmt.Errorf("apply migration %s: %w", name, err)
 	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+	if _, err := tx.ExecContext(ctx, s.sqlFor("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)"),
 		version, name, s.stamp()); err != nil {
 		return err
 	}
@@ -420,7 +510,17 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	t := &txn{ctx: ctx, tx: tx, cache: &s.wStmts, now: s.stamp(), audit: noteFromContext(ctx)}
+	t := &txn{ctx: ctx, tx: tx, s: s, cache: &s.wStmts, now: s.stamp(), audit: noteFromContext(ctx)}
+	if s.pg != nil {
+		// Writes of one tenant are serialized across replicas, as the single
+		// writer serializes them on SQLite; writes without a tenant (admin)
+		// share one key.
+		t.cache = nil
+		tenant, _ := tenancy.TenantFromContext(ctx)
+		if err := t.lock(tenantLockKey(tenant)); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+	}
 	if err := fn(t); err != nil {
 		return err
 	}
@@ -439,13 +539,22 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 // read sees one snapshot.
 func (s *Store) read(ctx context.Context, fn func(t *txn) error) error {
 	s.rStmts.warm(ctx)
-	tx, err := s.r.BeginTx(ctx, nil)
+	opts := (*sql.TxOptions)(nil)
+	cache := &s.rStmts
+	if s.pg != nil {
+		opts, cache = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}, nil
+	}
+	tx, err := s.r.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(&txn{ctx: ctx, tx: tx, cache: &s.rStmts, now: s.stamp()})
+	return fn(&txn{ctx: ctx, tx: tx, s: s, cache: cache, now: s.stamp()})
 }
+
+// tenantLockKey is the advisory lock key of tenant's writes ("" for writes
+// that no tenant owns).
+func tenantLockKey(tenant string) string { return "tenant:" + tenant }
 
 func (s *Store) stamp() string { return Stamp(s.now()) }
 

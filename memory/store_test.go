@@ -7,13 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
 // newTestStore opens a fresh store in t.TempDir with tenants "a" and "b".
 func newTestStore(t testing.TB) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "nexus.db"), Options{})
+	s, err := Open(context.Background(), memtest.DSN(t), Options{})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -159,7 +160,7 @@ func TestFailsClosedWithoutTenant(t *testing.T) {
 
 func TestClockIsInjectable(t *testing.T) {
 	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "n.db"), Options{Now: func() time.Time { return at }})
+	s, err := Open(context.Background(), memtest.DSN(t), Options{Now: func() time.Time { return at }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,135 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	lru "github.com/hashicorp/golang-lru/v2"
+)
+
+// pgBackend is what a PostgreSQL Store holds beyond database/sql: the pgx
+// pool under it and the statements already rebound to its dialect.
+type pgBackend struct {
+	pool *pgxpool.Pool
+	// rebound maps a statement as written (SQLite dialect, ? placeholders)
+	// to its PostgreSQL text; the package has a fixed set of statements.
+	rebound sync.Map
+}
+
+// migrationLockKey is the session advisory lock every replica takes
+// around migrations, so that replicas starting together apply each
+// migration once.
+const migrationLockKey = "nexus-mcp:migrations"
+
+func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	collab, err := newCollab(opts.AgentScope)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("postgres URL: %w", err)
+	}
+	if opts.ReadConns > 0 {
+		cfg.MaxConns = int32(opts.ReadConns)
+	} else if !strings.Contains(dbURL, "pool_max_conns") {
+		cfg.MaxConns = 16
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect postgres: %w", err)
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	s := &Store{path: redactURL(dbURL), w: db, r: db, now: opts.Now, collab: collab, pg: &pgBackend{pool: pool}}
+	s.trigramDF, _ = lru.New[string, int](1 << 16)
+	if err := s.migratePostgres(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (b *pgBackend) close() error {
+	b.pool.Close()
+	return nil
+}
+
+// migratePostgres runs the migrations on one connection holding the
+// migration lock.
+func (s *Store) migratePostgres(ctx context.Context) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("connect postgres: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, migrationLockKey); err != nil {
+		return fmt.Errorf("migration lock: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, migrationLockKey)
+	return s.migrate(ctx, conn, "migrations/postgres")
+}
+
+// redactURL is u without its password, for logs.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "postgres://(unparsable URL)"
+	}
+	return p.Redacted()
+}
+
+// rebind is query in PostgreSQL's dialect: ? placeholders become $1, $2, …
+// (outside quoted text), and SQLite's json_each over a JSON array becomes
+// jsonb_array_elements — of text values, unless the statement reads fields
+// of the elements with ->>.
+func (b *pgBackend) rebind(query string) string {
+	if v, ok := b.rebound.Load(query); ok {
+		return v.(string)
+	}
+	out := rebindPostgres(query)
+	b.rebound.Store(query, out)
+	return out
+}
+
+func rebindPostgres(query string) string {
+	q := query
+	if strings.Contains(q, "json_each(?)") {
+		fn := "jsonb_array_elements_text(?::jsonb)"
+		if strings.Contains(q, "value->>") {
+			fn = "jsonb_array_elements(?::jsonb)"
+		}
+		q = strings.ReplaceAll(q, "json_each(?)", fn)
+	}
+	var b strings.Builder
+	b.Grow(len(q) + 16)
+	n := 0
+	var quote byte
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '?':
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
