@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
-	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // pgBackend is what a PostgreSQL Store holds beyond database/sql: the pgx
@@ -21,6 +21,8 @@ type pgBackend struct {
 	// rebound maps a statement as written (SQLite dialect, ? placeholders)
 	// to its PostgreSQL text; the package has a fixed set of statements.
 	rebound sync.Map
+	// stopListener ends the change listener (notify.go) and waits for it.
+	stopListener func()
 }
 
 // migrationLockKey is the session advisory lock every replica takes
@@ -56,10 +58,33 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 		s.Close()
 		return nil, err
 	}
+	// The change listener: resource updates and cache invalidations from
+	// every replica. Open waits for it, so that nothing published after
+	// Open returns is missed.
+	s.feed.ready = make(chan struct{})
+	lctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	s.pg.stopListener = func() { stop(); <-done }
+	go func() {
+		defer close(done)
+		s.listen(lctx, pool.Config().ConnConfig.Copy(), opts.logger())
+	}()
+	select {
+	case <-s.feed.ready:
+	case <-ctx.Done():
+		s.Close()
+		return nil, ctx.Err()
+	case <-time.After(30 * time.Second):
+		s.Close()
+		return nil, fmt.Errorf("postgres: change listener did not connect within 30 s")
+	}
 	return s, nil
 }
 
 func (b *pgBackend) close() error {
+	if b.stopListener != nil {
+		b.stopListener()
+	}
 	b.pool.Close()
 	return nil
 }

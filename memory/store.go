@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -76,10 +77,20 @@ type Options struct {
 	ReadConns int
 	// Synchronous is the synchronous pragma (default NORMAL).
 	Synchronous string
+	// Logger receives the store's own operational messages (PostgreSQL
+	// listener reconnects); slog.Default() when nil.
+	Logger *slog.Logger
 	// AgentScope is the agent registry's namespace: AgentScopeGlobal (the
 	// default, "global": one id space across tenants, owned by the tenant
 	// that registered it) or AgentScopeTenant ("tenant": private per tenant).
 	AgentScope string
+}
+
+func (o Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.Default()
+	}
+	return o.Logger
 }
 
 // Store is nexus-mcp's storage: SQLite (the embedded default) or
@@ -87,13 +98,15 @@ type Options struct {
 // the same SQL except where the engines differ (search indexes, JSON array
 // expansion, locking); the differences live in this package only.
 type Store struct {
-	path string // the SQLite file, or the PostgreSQL URL without its password
+	path string  // the SQLite file, or the PostgreSQL URL without its password
 	w    *sql.DB // SQLite: single writer connection, IMMEDIATE transactions; PostgreSQL: the pool
 	r    *sql.DB // SQLite: reader pool; PostgreSQL: the same pool as w
 	now  func() time.Time
 	// pg is set for PostgreSQL: statements are rebound to $n placeholders
 	// and every write transaction takes its tenant's advisory lock.
 	pg *pgBackend
+	// feed delivers change events (notify.go).
+	feed changeFeed
 	// collab is the agent scope and the (tenant, agent) caches of the
 	// collaboration tables; see agents.go.
 	collab *collab
@@ -175,7 +188,7 @@ type txn struct {
 	tx    *sql.Tx
 	s     *Store
 	cache *stmtCache // nil on PostgreSQL, whose driver caches statements per connection
-	now   string // the transaction's time, UTC RFC 3339
+	now   string     // the transaction's time, UTC RFC 3339
 	// audit is the audit row write() appends before commit when ctx
 	// carries an AuditIntent (see audit.go); methods may refine it.
 	audit *auditNote

@@ -3,7 +3,6 @@ package tools
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,13 +10,14 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
 // newScopedTestServer is newTestServer with an agent registry scope.
 func newScopedTestServer(t *testing.T, scope string) *testServer {
 	t.Helper()
-	store, err := memory.Open(context.Background(), filepath.Join(t.TempDir(), "n.db"), memory.Options{AgentScope: scope})
+	store, err := memory.Open(context.Background(), memtest.DSN(t), memory.Options{AgentScope: scope})
 	if err != nil {
 		t.Fatal(err)
 	}

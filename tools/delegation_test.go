@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -53,7 +53,7 @@ type trustServer struct {
 func newTrustServer(t *testing.T, deps Deps) *trustServer {
 	t.Helper()
 	clock := &trustTestClock{t: time.Date(2032, 3, 4, 5, 6, 7, 0, time.UTC)}
-	store, err := memory.Open(context.Background(), filepath.Join(t.TempDir(), "n.db"), memory.Options{Now: clock.Now})
+	store, err := memory.Open(context.Background(), memtest.DSN(t), memory.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

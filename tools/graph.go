@@ -23,6 +23,10 @@ type GraphStore interface {
 	ReadGraph(ctx context.Context, page memory.Page) (memory.Graph, error)
 	SearchNodes(ctx context.Context, query string, page memory.Page) (memory.Graph, error)
 	OpenNodes(ctx context.Context, names []string) (memory.Graph, error)
+	// Publish and OnChange carry "the graph of tenant T changed" to the
+	// resource subscribers of every replica sharing the database.
+	Publish(ctx context.Context, kind string) error
+	OnChange(fn func(kind, tenant string))
 }
 
 // entityWire is an entity as the reference server sends and receives it.

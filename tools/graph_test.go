@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -25,7 +25,7 @@ type testServer struct {
 
 func newTestServer(t *testing.T) *testServer {
 	t.Helper()
-	store, err := memory.Open(context.Background(), filepath.Join(t.TempDir(), "n.db"), memory.Options{})
+	store, err := memory.Open(context.Background(), memtest.DSN(t), memory.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +176,10 @@ func TestReferenceSemantics(t *testing.T) {
 			`{"entities":[{"name":"N","entityType":"t","observations":[],"tenantId":"b"}]}`, "", "forbidden: tenant mismatch"},
 		{"unknown argument refused", a, "read_graph", `{"bogus":1}`, "", "invalid arguments"},
 		{"missing required", a, "create_entities", `{"entities":[{"name":"N"}]}`, "", "invalid arguments"},
+		{"NUL in a string refused", a, "create_entities",
+			`{"entities":[{"name":"N\u0000","entityType":"t","observations":[]}]}`, "", "invalid arguments: text must not contain the NUL"},
+		{"NUL in an observation refused", a, "add_observations",
+			`{"observations":[{"entityName":"Alice","contents":["x\u0000y"]}]}`, "", "invalid arguments: text must not contain the NUL"},
 		{"over-long name refused", a, "create_entities",
 			`{"entities":[{"name":"` + strings.Repeat("n", 513) + `","entityType":"t","observations":[]}]}`, "", "invalid arguments"},
 	}

@@ -105,6 +105,11 @@ func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw an
 	if err := checkIdentity(rc, raw, 0); err != nil {
 		return err
 	}
+	if hasNUL(raw) {
+		// PostgreSQL text cannot hold U+0000; refusing it on both backends
+		// keeps one behaviour whatever the deployment stores in.
+		return argErrorf("invalid arguments: text must not contain the NUL character (U+0000)")
+	}
 	if rs := h.schemas[tool]; rs != nil {
 		if err := rs.Validate(raw); err != nil {
 			return argErrorf("invalid arguments: %v", err)
@@ -151,6 +156,28 @@ func checkIdentity(rc tenancy.RequestContext, v any, depth int) error {
 		}
 	}
 	return nil
+}
+
+// hasNUL reports whether any string or key in v contains U+0000. v has
+// passed checkIdentity, so its depth is bounded.
+func hasNUL(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.IndexByte(x, 0) >= 0
+	case map[string]any:
+		for k, val := range x {
+			if strings.IndexByte(k, 0) >= 0 || hasNUL(val) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if hasNUL(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // render returns res as structured content with its compact JSON as text.

@@ -188,6 +188,7 @@ func (h *Handlers) ServerOptions() []server.ServerOption {
 // Register adds every tool and the knowledge-graph resource to s.
 func (h *Handlers) Register(s *server.MCPServer) {
 	h.srv = s
+	h.store.OnChange(h.notifySubscribers)
 	s.AddTools(h.all()...)
 	s.AddResources(h.graphResource())
 }

@@ -100,19 +100,26 @@ func (s *subscriptions) subscribers(tenant, uri string) []string {
 	return out
 }
 
-// graphChanged sends notifications/resources/updated for the graph to the
-// subscribed sessions of the caller's tenant, when changed.
+// graphChanged announces a change of the caller's tenant's graph, when
+// changed; notifySubscribers then runs on every replica.
 func (h *Handlers) graphChanged(ctx context.Context, changed bool) {
-	if !changed || h.srv == nil {
+	if !changed {
 		return
 	}
-	tenant, err := tenancy.TenantFromContext(ctx)
-	if err != nil {
+	if err := h.store.Publish(ctx, memory.ChangeGraph); err != nil {
+		h.log.WarnContext(ctx, "resource update not published", "err", err)
+	}
+}
+
+// notifySubscribers sends notifications/resources/updated for the graph to
+// this process's sessions of tenant that subscribed to it.
+func (h *Handlers) notifySubscribers(kind, tenant string) {
+	if kind != memory.ChangeGraph {
 		return
 	}
 	for _, id := range h.subs.subscribers(tenant, GraphURI) {
 		if err := h.srv.SendNotificationToSpecificClient(id, mcp.MethodNotificationResourceUpdated, map[string]any{"uri": GraphURI}); err != nil {
-			h.log.DebugContext(ctx, "resource update not delivered", "session", id, "err", err)
+			h.log.Debug("resource update not delivered", "session", id, "err", err)
 		}
 	}
 }

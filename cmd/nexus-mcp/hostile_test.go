@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +21,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
 // Hostile input (plan B5 R1-R8, B6 S1-S2, B4 H4): the server answers with
@@ -580,7 +580,7 @@ func startStdioRaw(t *testing.T) *stdioRaw {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := filepath.Join(t.TempDir(), "stdio.db")
+	db := memtest.DSN(t)
 	cmd := exec.Command(exe, "serve", "--db", db, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir())
 	s := &stdioRaw{lines: make(chan []byte, 1024), stderr: &lockedBuffer{}, cmd: cmd, seen: map[string]*rpcResponse{}, db: db}

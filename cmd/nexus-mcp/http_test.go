@@ -35,6 +35,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -65,6 +66,9 @@ type httpTestOpts struct {
 	mcpOptions []server.ServerOption
 	devHeaders bool
 	setup      func(*httpApp)
+	// sqlite keeps the database a SQLite file even when the suite runs on
+	// PostgreSQL, for tests that read the database file itself.
+	sqlite bool
 }
 
 // httpEnv is a running HTTP transport on 127.0.0.1:0 with the full
@@ -83,7 +87,10 @@ type httpEnv struct {
 // defaults, same constructor, same serve loop.
 func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	tb.Helper()
-	db := filepath.Join(tb.TempDir(), "nexus.db")
+	db := memtest.DSN(tb)
+	if o.sqlite {
+		db = filepath.Join(tb.TempDir(), "nexus.db")
+	}
 	store, err := memory.Open(context.Background(), db, memory.Options{})
 	if err != nil {
 		tb.Fatal(err)
@@ -633,7 +640,7 @@ func TestHTTPTenantIsolation(t *testing.T) {
 // TestHTTPKeysNotStoredInPlaintext creates 100 keys, uses one, and scans
 // the database, its WAL and the server log for every key.
 func TestHTTPKeysNotStoredInPlaintext(t *testing.T) {
-	e := startHTTP(t, httpTestOpts{})
+	e := startHTTP(t, httpTestOpts{sqlite: true})
 	var keys []string
 	for i := range 100 {
 		keys = append(keys, e.newKey(t, memory.NewKey{TenantID: "keys", UserID: fmt.Sprintf("u%d", i)}))
@@ -1246,7 +1253,7 @@ func TestServeHTTPCommand(t *testing.T) {
 	for _, tc := range refuse {
 		t.Run("refuses "+tc.name, func(t *testing.T) {
 			var errb bytes.Buffer
-			args := append([]string{"serve", "--http=127.0.0.1:0", "--db", filepath.Join(t.TempDir(), "x.db")}, tc.args...)
+			args := append([]string{"serve", "--http=127.0.0.1:0", "--db", memtest.DSN(t)}, tc.args...)
 			code := run(context.Background(), args, strings.NewReader(""), io.Discard, &errb)
 			if code == 0 || !strings.Contains(errb.String(), tc.want) {
 				t.Errorf("exit %d, stderr %q; want non-zero and %q", code, errb.String(), tc.want)

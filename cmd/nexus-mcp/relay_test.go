@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -54,7 +54,7 @@ type relayServer struct {
 // newRelayStore opens a database with tenant.
 func newRelayStore(t *testing.T, tenant string) *memory.Store {
 	t.Helper()
-	store, err := memory.Open(context.Background(), filepath.Join(t.TempDir(), "nexus.db"), memory.Options{})
+	store, err := memory.Open(context.Background(), memtest.DSN(t), memory.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

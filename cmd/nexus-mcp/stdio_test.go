@@ -17,6 +17,7 @@ import (
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
 // stdioClient starts the test binary as a stdio server on db with extra env
@@ -86,7 +87,7 @@ func entityNames(t *testing.T, res *mcp.CallToolResult) []string {
 }
 
 func TestStdioEndToEnd(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "n.db")
+	db := memtest.DSN(t)
 	c := stdioClient(t, db)
 	ctx := context.Background()
 
@@ -169,7 +170,7 @@ func TestStdioEndToEnd(t *testing.T) {
 }
 
 func TestStdioTwoKeysTwoTenants(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "n.db")
+	db := memtest.DSN(t)
 	keys := map[string]string{}
 	for _, tenant := range []string{"acme", "globex"} {
 		mustCLI(t, "--db", db, "tenants", "create", tenant)
@@ -199,7 +200,7 @@ func TestStdioTwoKeysTwoTenants(t *testing.T) {
 }
 
 func TestStdioRefusesBadKey(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "n.db")
+	db := memtest.DSN(t)
 	mustCLI(t, "--db", db, "tenants", "create", "acme")
 	good := strings.TrimSpace(mustCLI(t, "--db", db, "keys", "create", "--tenant", "acme"))
 	revoked := strings.TrimSpace(mustCLI(t, "--db", db, "keys", "create", "--tenant", "acme"))
@@ -256,7 +257,7 @@ func TestStdioRefusesBadKey(t *testing.T) {
 }
 
 func TestStdioConcurrentCallsLoseNothing(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "n.db")
+	db := memtest.DSN(t)
 	c1 := stdioClient(t, db)
 	c2 := stdioClient(t, db) // a second process on the same file
 	const perWorker = 25
@@ -312,7 +313,7 @@ func TestStdioConcurrentCallsLoseNothing(t *testing.T) {
 }
 
 func TestImportExportRoundTrip(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "n.db")
+	db := memtest.DSN(t)
 	fixture := filepath.Join("..", "..", "testdata", "memory.jsonl")
 	mustCLI(t, "--db", db, "tenants", "create", "t1")
 	out := mustCLI(t, "--db", db, "import", "--tenant", "t1", fixture)
@@ -374,7 +375,7 @@ func canonicalLines(t *testing.T, b []byte) []string {
 // two agents of one tenant register, message each other, hand a project
 // over, and a second tenant with the same agent and project ids sees none of it.
 func TestStdioTwoAgentConversation(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "n.db")
+	db := memtest.DSN(t)
 	keys := map[string]string{}
 	for _, tenant := range []string{"t1", "t2"} {
 		mustCLI(t, "--db", db, "tenants", "create", tenant)

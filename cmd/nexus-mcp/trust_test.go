@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
 // trustCLI runs the CLI in-process on db with stdin and returns stdout,
@@ -22,8 +22,8 @@ func trustCLI(t *testing.T, db, stdin string, args ...string) (string, string, i
 }
 
 func TestTrustCLI(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "nexus.db")
-	peer := filepath.Join(t.TempDir(), "peer.db")
+	db := memtest.DSN(t)
+	peer := memtest.DSN(t)
 	for _, d := range []string{db, peer} {
 		if _, errs, code := trustCLI(t, d, "", "tenants", "create", "t1"); code != 0 {
 			t.Fatalf("tenants create: %s", errs)
