@@ -131,7 +131,11 @@ func (s *Store) Tenant(ctx context.Context, id string) (Tenant, error) {
 
 // SetTenantDisabled switches a tenant's kill switch.
 func (s *Store) SetTenantDisabled(ctx context.Context, id string, disabled bool) error {
-	return s.updateTenant(ctx, id, `UPDATE tenants SET disabled = ?, updated_at = ? WHERE id = ?`, disabled)
+	flag := 0 // stored as an integer on both engines; PostgreSQL will not take a bool for it
+	if disabled {
+		flag = 1
+	}
+	return s.updateTenant(ctx, id, `UPDATE tenants SET disabled = ?, updated_at = ? WHERE id = ?`, flag)
 }
 
 // SetTenantRateLimit sets a tenant's request rate (per second) and burst; 0 uses the server default.

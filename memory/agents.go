@@ -143,11 +143,21 @@ func hasCapabilities(have, want []string) bool {
 }
 
 // ownedElsewhere reports whether, in global scope, another tenant owns id.
-// It is a registry read across tenants, made inside the writer's IMMEDIATE
-// transaction so that the check and the write that follows are atomic.
+// It is a registry read across tenants, made inside the write transaction
+// so that the check and the write that follows are atomic: on SQLite the
+// single IMMEDIATE writer serializes them; on PostgreSQL the caller holds
+// only its own tenant's lock, so the check first takes id's lock, which
+// every tenant claiming id takes too, until its commit. (Write
+// transactions are READ COMMITTED there, so the check, run after the lock
+// is granted, sees the registration another tenant committed while this
+// one waited.) Only the claimed id is locked: releasing one by a rename
+// needs no lock, as a concurrent claim then at worst sees it still taken.
 func (s *Store) ownedElsewhere(t *txn, tenant, id string) (bool, error) {
 	if s.collab.scope != AgentScopeGlobal {
 		return false, nil
+	}
+	if err := t.lock(agentLockKey(id)); err != nil {
+		return false, err
 	}
 	var one int
 	err := t.queryRow(`SELECT 1 FROM agents WHERE agent_id = ? AND tenant_id <> ? LIMIT 1`, id, tenant).Scan(&one)
@@ -156,6 +166,10 @@ func (s *Store) ownedElsewhere(t *txn, tenant, id string) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// agentLockKey is the advisory lock key of claims of an agent id in
+// global scope, across tenants.
+func agentLockKey(id string) string { return "agent:" + id }
 
 func errOwnedElsewhere(id string) error {
 	return conflictf("agent id %q is registered by another tenant; only that tenant can change it — choose another agent id", id)
@@ -204,6 +218,9 @@ func (s *Store) RegisterAgent(ctx context.Context, reg AgentRegistration) (a Age
 				endpoint = excluded.endpoint, metadata = excluded.metadata, status = 'active',
 				last_seen = excluded.last_seen, updated_at = excluded.updated_at`,
 			tenant, reg.ID, reg.Name, string(capsJSON), reg.Endpoint, meta, now, now, now); err != nil {
+			return err
+		}
+		if err := agentChanged(t, tenant, reg.ID); err != nil {
 			return err
 		}
 		a, err = agentByID(t, tenant, reg.ID, s.collab.scope)
@@ -303,6 +320,14 @@ func (s *Store) SetAgentIdentity(ctx context.Context, c IdentityChange) (Identit
 			WHERE tenant_id = ? AND agent_id = ?`,
 			c.Name, capsJSON, metaJSON, now, now, tenant, c.NewID); err != nil {
 			return err
+		}
+		if err := agentChanged(t, tenant, c.NewID); err != nil {
+			return err
+		}
+		if res.PreviousID != "" {
+			if err := agentChanged(t, tenant, res.PreviousID); err != nil {
+				return err
+			}
 		}
 		res.Agent, err = agentByID(t, tenant, c.NewID, s.collab.scope)
 		return err

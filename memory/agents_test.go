@@ -3,8 +3,10 @@ package memory
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
@@ -218,4 +220,64 @@ func TestSetAgentIdentity(t *testing.T) {
 			t.Errorf("a's agent two after b's call: %v", err)
 		}
 	})
+}
+
+// TestAgentIDClaimedOnceAcrossTenants: in global scope, tenants a and b
+// claiming the same new agent id at once — by register_agent and by
+// set_agent_identity with autoRegister, through two Stores on one database
+// as two replicas would — leave exactly one owner, and every call of the
+// other tenant is ErrConflict. SQLite's single writer serializes the
+// claims; on PostgreSQL the two tenants hold different tenant locks, and
+// the agent id's lock is what makes the check and the insert atomic.
+func TestAgentIDClaimedOnceAcrossTenants(t *testing.T) {
+	stores := newReplicas(t, 2, AgentScopeGlobal)
+	const rounds, callers = 20, 8
+	for round := 0; round < rounds; round++ {
+		id := fmt.Sprint("contested-", round)
+		var (
+			wg    sync.WaitGroup
+			start = make(chan struct{})
+			errs  [callers]error
+		)
+		for i := 0; i < callers; i++ {
+			tenant := []string{"a", "b"}[i%2]
+			s := stores[i/2%2]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if i/4%2 == 0 {
+					_, _, errs[i] = s.RegisterAgent(as(tenant), AgentRegistration{ID: id, Name: tenant})
+				} else {
+					_, errs[i] = s.SetAgentIdentity(as(tenant), IdentityChange{NewID: id, AutoRegister: true})
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+
+		var owners []string
+		rows, err := stores[0].r.Query(stores[0].sqlFor(`SELECT tenant_id FROM agents WHERE agent_id = ?`), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var o string
+			rows.Scan(&o)
+			owners = append(owners, o)
+		}
+		rows.Close()
+		if len(owners) != 1 {
+			t.Fatalf("round %d: %q is registered by tenants %v, want exactly one", round, id, owners)
+		}
+		for i, err := range errs {
+			tenant := []string{"a", "b"}[i%2]
+			switch {
+			case tenant == owners[0] && err != nil:
+				t.Errorf("round %d: owner %s's claim %d of %q = %v, want success", round, tenant, i, id, err)
+			case tenant != owners[0] && !errors.Is(err, ErrConflict):
+				t.Errorf("round %d: %s's claim %d of %q (owned by %s) = %v, want ErrConflict", round, tenant, i, id, owners[0], err)
+			}
+		}
+	}
 }

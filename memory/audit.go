@@ -195,7 +195,18 @@ func appendAudit(t *txn, n auditNote) error {
 
 // insertAudit sets ev.Time to the transaction's time and appends ev to
 // its tenant's chain.
+//
+// Reading the chain's last row and inserting its successor must not
+// interleave with another append to the same chain. On SQLite the single
+// writer ensures it. On PostgreSQL the transaction takes the chain
+// tenant's advisory lock (re-entrant: write() already holds it when the
+// chain is ctx's tenant; AuditDenial may append to another chain), so
+// appends on every replica line up; each statement of a write transaction
+// (READ COMMITTED) then sees the previous append once it has committed.
 func insertAudit(t *txn, ev delegation.AuditEvent) error {
+	if err := t.lock(tenantLockKey(ev.TenantID)); err != nil {
+		return fmt.Errorf("lock audit chain: %w", err)
+	}
 	ev.Time = txnTime(t)
 	var (
 		seq  int64

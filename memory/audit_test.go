@@ -2,12 +2,14 @@ package memory
 
 import (
 	"context"
-	"path/filepath"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -178,7 +180,7 @@ func TestAuditAppendOnly(t *testing.T) {
 }
 
 func TestVerifyAudit(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "nexus.db")
+	path := memtest.DSN(t)
 	c := newTrustClock()
 	s := newClockStore(t, path, c)
 	for i := 0; i < 5; i++ {
@@ -207,14 +209,22 @@ func TestVerifyAudit(t *testing.T) {
 		t.Fatalf("chain of a = seqs %d..%d, want 5..1 linked from genesis", rows[0].Seq, rows[4].Seq)
 	}
 
-	// Tamper behind the triggers' back: drop, update, recreate.
+	// Tamper behind the trigger's back: drop (SQLite) or disable
+	// (PostgreSQL) it, update, restore it.
+	off, on := `DROP TRIGGER audit_log_no_update`,
+		`CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`
+	if s.pg != nil {
+		off, on = `ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update`, `ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update`
+	}
 	tamper := func(stmt string) {
 		t.Helper()
-		for _, q := range []string{`DROP TRIGGER audit_log_no_update`, stmt,
-			`CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`} {
+		for _, q := range []string{off, stmt, on} {
 			if _, err := s.w.Exec(q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
+		}
+		if _, err := s.w.Exec(`UPDATE audit_log SET outcome = 'x' WHERE tenant_id = 'a'`); err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Fatalf("UPDATE after restoring the trigger: err = %v, want the append-only abort", err)
 		}
 	}
 	tamper(`UPDATE audit_log SET outcome = 'denied' WHERE tenant_id = 'a' AND seq = 3`)
@@ -278,5 +288,81 @@ func TestAuditLogFilters(t *testing.T) {
 	}
 	if rows, total, _ := s.AuditLog(as("b"), AuditFilter{}); len(rows) != 0 || total != 0 {
 		t.Errorf("tenant b reads %d/%d of a's rows", len(rows), total)
+	}
+}
+
+// TestAuditChainConcurrentReplicas appends to one tenant's chain from many
+// goroutines through two stores on one database, standing for two
+// replicas. Half the appends come from AuditDenial with no tenant in ctx,
+// so only the chain tenant's lock orders them against the others. The
+// chain must come out gapless: seq 1..n, each row linked to its
+// predecessor, no append failing on a duplicate seq.
+func TestAuditChainConcurrentReplicas(t *testing.T) {
+	dsn := memtest.DSN(t)
+	c := newTrustClock()
+	replicas := []*Store{newClockStore(t, dsn, c), newClockStore(t, dsn, c)}
+	const (
+		workers = 8 // per replica
+		appends = 25
+	)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for r, s := range replicas {
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < appends; i++ {
+					detail := fmt.Sprintf("replica %d worker %d append %d", r, w, i)
+					var err error
+					if i%2 == 0 {
+						err = s.Audit(as("a"), AuditEntry{Action: "concurrent", Outcome: OutcomeOK, Detail: detail})
+					} else {
+						err = s.AuditDenial(context.Background(), tenancy.RequestContext{TenantID: "a", UserID: "u"},
+							AuditEntry{Action: "concurrent.denied", Outcome: OutcomeDenied, Detail: detail})
+					}
+					if err != nil {
+						mu.Lock()
+						errs = append(errs, fmt.Errorf("%s: %w", detail, err))
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	for _, err := range errs {
+		t.Errorf("append: %v", err)
+	}
+	want := len(replicas) * workers * appends
+	for i, s := range replicas {
+		res, err := s.VerifyAudit(context.Background(), "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.OK || res.Rows != want {
+			t.Errorf("VerifyAudit(a) on replica %d = %+v, want %d rows OK", i, res, want)
+		}
+	}
+	rows, total, err := replicas[0].AuditLog(as("a"), AuditFilter{Limit: MaxAuditLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total != want || len(rows) != want || rows[0].Seq != int64(want) || rows[len(rows)-1].Seq != 1 {
+		t.Errorf("AuditLog(a) = %d rows (total %d), seqs %d..%d; want %d rows, seqs %d..1",
+			len(rows), total, rows[0].Seq, rows[len(rows)-1].Seq, want, want)
+	}
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if seen[r.Event.Detail] {
+			t.Errorf("detail %q appended twice", r.Event.Detail)
+		}
+		seen[r.Event.Detail] = true
+	}
+	if res, err := replicas[1].VerifyAudit(context.Background(), "b"); err != nil || !res.OK || res.Rows != 0 {
+		t.Errorf("VerifyAudit(b) (control, no appends) = %+v, %v; want 0 rows OK", res, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Plan C1–C3 and F4 (cache keys): the (tenant, agent) caches in front of
@@ -264,6 +265,105 @@ func FuzzCacheKey(f *testing.F) {
 		c.invalidate(k2)
 		if v, ok := c.get(k1); !ok || v != "first" {
 			t.Fatalf("invalidating (%q, %q) dropped (%q, %q): %q, %v", t2, a2, t1, a1, v, ok)
+		}
+	})
+}
+
+// TestCacheInvalidationAcrossReplicas: a write through one replica is seen
+// by the cached reads of another (on PostgreSQL through the change
+// listener, so eventually; on SQLite there is one process, so the two
+// replicas are the same Store). On PostgreSQL a replica whose listener is
+// down reads around its caches.
+func TestCacheInvalidationAcrossReplicas(t *testing.T) {
+	replicas := newReplicas(t, 2, AgentScopeTenant)
+	if replicas[0].pg == nil {
+		replicas[1] = replicas[0]
+	}
+	reader, writer := replicas[0], replicas[1]
+	a := as("a")
+	const agent = "ag1"
+	if _, _, err := writer.RegisterAgent(a, AgentRegistration{ID: agent, Name: "A", Capabilities: []string{"cap0"}}); err != nil {
+		t.Fatal(err)
+	}
+	// eventually waits until reader's cached view of agent contains want.
+	eventually := func(t *testing.T, want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got := cacheSnapshot(t, reader, "a", agent)
+			if strings.Contains(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("reader's view of %s = %s; want it to contain %q after the other replica's write", agent, got, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	writes := []struct {
+		name  string
+		write func() error
+		want  string
+	}{
+		{"set_preferences", func() error { _, err := writer.SetPreferences(a, agent, map[string]any{"p": "pref1"}); return err }, "pref1"},
+		{"record_learning", func() error {
+			_, err := writer.RecordLearning(a, agent, NewLearning{Context: "c", Lesson: "lesson1", Confidence: 1})
+			return err
+		}, "lesson1"},
+		{"register_agent", func() error {
+			_, _, err := writer.RegisterAgent(a, AgentRegistration{ID: agent, Name: "A", Capabilities: []string{"cap1"}})
+			return err
+		}, "cap1"},
+		{"set_agent_identity", func() error {
+			_, err := writer.SetAgentIdentity(a, IdentityChange{NewID: agent, Capabilities: []string{"cap2"}})
+			return err
+		}, "cap2"},
+		{"end_session", func() error {
+			_, err := writer.EndSession(a, EndSession{Agent: agent, Project: "p", Summary: "s",
+				Learnings: []NewLearning{{Context: "c", Lesson: "lesson2", Confidence: 1}}})
+			return err
+		}, "lesson2"},
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			// Warm the reader's caches (again, while notifications of the
+			// previous write still arrive and drop them).
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				cacheSnapshot(t, reader, "a", agent)
+				if _, ok := reader.collab.individual.get(cacheKey{"a", agent}); ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("reader does not cache (a, %s)", agent)
+				}
+			}
+			if err := w.write(); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, w.want)
+		})
+	}
+	if reader.pg == nil {
+		return
+	}
+	t.Run("listener down: caches bypassed", func(t *testing.T) {
+		reader.feed.live.Store(false) // as a disconnect does
+		reader.collab.purge()
+		defer func() { reader.collab.purge(); reader.feed.live.Store(true) }() // as a reconnect does
+		// A change no notification announces stands for one sent while
+		// the listener was down.
+		res, err := reader.w.Exec(`UPDATE preferences SET preferences = '{"p":"unannounced"}' WHERE tenant_id = 'a' AND agent_id = $1`, agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			t.Fatalf("update preferences: %d rows, want 1", n)
+		}
+		if got := cacheSnapshot(t, reader, "a", agent); !strings.Contains(got, "unannounced") {
+			t.Errorf("read with the listener down = %s; want the database's current preferences", got)
+		}
+		if n := reader.collab.individual.len(); n != 0 {
+			t.Errorf("reads with the listener down filled %d cache entries; want none", n)
 		}
 	})
 }

@@ -292,8 +292,12 @@ func (s *Store) CompleteDelegation(ctx context.Context, id string, sum delegatio
 			keys = []string{}
 		}
 		keysJSON, _ := json.Marshal(keys)
+		hasError := 0 // an integer column on both engines; PostgreSQL does not take a Go bool for it
+		if sum.HasError {
+			hasError = 1
+		}
 		if _, err := t.exec(`UPDATE delegations SET status = ?, completed_at = ?, has_error = ?, response_keys = ?, response_hash = ?
-			WHERE tenant_id = ? AND id = ?`, status, Stamp(now), sum.HasError, string(keysJSON), sum.Hash, tenant, id); err != nil {
+			WHERE tenant_id = ? AND id = ?`, status, Stamp(now), hasError, string(keysJSON), sum.Hash, tenant, id); err != nil {
 			return err
 		}
 		detail["status"] = status

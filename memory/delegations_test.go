@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -401,7 +400,7 @@ func TestDelegationHistory(t *testing.T) {
 }
 
 func TestDelegationsPersistAcrossReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "nexus.db")
+	path := memtest.DSN(t)
 	c := newTrustClock()
 	s := newClockStore(t, path, c)
 	d := mustPrepare(t, s, as("a"), newDelegation("agent-a", "agent-b"))

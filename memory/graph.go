@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -220,7 +222,7 @@ func insertObservations(t *txn, tenant string, items []entityObservations) ([][]
 		return nil, err
 	}
 	res, err := t.query(`INSERT INTO observations (tenant_id, entity_id, content, created_at)
-		SELECT ?, value->>0, value->>1, ? FROM json_each(?) WHERE true
+		SELECT ?, CAST(value->>0 AS BIGINT), value->>1, ? FROM json_each(?) WHERE true
 		ON CONFLICT (tenant_id, entity_id, content) DO NOTHING RETURNING entity_id, content`, tenant, t.now, string(list))
 	if err != nil {
 		return nil, err
@@ -439,17 +441,8 @@ func (s *Store) ReadGraph(ctx context.Context, page Page) (Graph, error) {
 		}
 		limit := page.Limit
 		if limit <= 0 {
-			limit = -1
+			limit = math.MaxInt64 // no limit; LIMIT -1 is SQLite only
 		}
-		ents, err := t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
-			FROM (SELECT id, name, entity_type, created_at, updated_at FROM entities
-			      WHERE tenant_id = ? ORDER BY id LIMIT ? OFFSET ?) e
-			LEFT JOIN observations o ON o.tenant_id = ? AND o.entity_id = e.id
-			ORDER BY e.id, o.id`, tenant, limit, page.Offset, tenant)
-		if err != nil {
-			return err
-		}
-		defer ents.Close()
 		rels, err := t.query(`SELECT r.from_id, f.name, t.name, r.relation_type, r.created_at
 			FROM relations r
 			JOIN entities f ON f.tenant_id = r.tenant_id AND f.id = r.from_id
@@ -460,7 +453,25 @@ func (s *Store) ReadGraph(ctx context.Context, page Page) (Graph, error) {
 			return err
 		}
 		defer rels.Close()
-		return g.fill(newEntityStream(ents), rels, page)
+		nextRel := relRows(rels)
+		if s.pg != nil {
+			// A PostgreSQL connection runs one query at a time: read the
+			// page's relations before streaming its entities.
+			nextRel, err = buffered(nextRel)
+			if err != nil {
+				return err
+			}
+		}
+		ents, err := t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
+			FROM (SELECT id, name, entity_type, created_at, updated_at FROM entities
+			      WHERE tenant_id = ? ORDER BY id LIMIT ? OFFSET ?) e
+			LEFT JOIN observations o ON o.tenant_id = ? AND o.entity_id = e.id
+			ORDER BY e.id, o.id`, tenant, limit, page.Offset, tenant)
+		if err != nil {
+			return err
+		}
+		defer ents.Close()
+		return g.fill(newEntityStream(ents), nextRel, page)
 	})
 	if err != nil {
 		return Graph{}, err
@@ -517,31 +528,60 @@ func (es *entityStream) next() *entityRow {
 	return done
 }
 
-// fill appends entities from es, each with its outgoing relations from rels
-// (ordered by from_id), until page bounds are reached.
-func (g *Graph) fill(es *entityStream, rels *sql.Rows, page Page) error {
+// relRow is a relation with the row id of its source entity.
+type relRow struct {
+	from int64
+	Relation
+}
+
+// relRows reads rows of (from_id, from, to, type, created): each call
+// returns the next, or nil at the end.
+func relRows(rows *sql.Rows) func() (*relRow, error) {
+	done := false
+	return func() (*relRow, error) {
+		if done || !rows.Next() {
+			done = true
+			return nil, rows.Err()
+		}
+		var r relRow
+		if err := rows.Scan(&r.from, &r.From, &r.To, &r.RelationType, &r.CreatedAt); err != nil {
+			return nil, err
+		}
+		return &r, nil
+	}
+}
+
+// buffered reads next to the end and returns a reader of what it read.
+func buffered(next func() (*relRow, error)) (func() (*relRow, error), error) {
+	var buf []relRow
+	for {
+		r, err := next()
+		if err != nil {
+			return nil, err
+		}
+		if r == nil {
+			break
+		}
+		buf = append(buf, *r)
+	}
+	return func() (*relRow, error) {
+		if len(buf) == 0 {
+			return nil, nil
+		}
+		r := &buf[0]
+		buf = buf[1:]
+		return r, nil
+	}, nil
+}
+
+// fill appends entities from es, each with its outgoing relations from
+// nextRel (ordered by from_id), until page bounds are reached.
+func (g *Graph) fill(es *entityStream, nextRel func() (*relRow, error), page Page) error {
 	g.Entities = []Entity{}
 	g.Relations = []Relation{}
 	used := 64
-	var (
-		relPending *Relation
-		relFrom    int64
-		relsDone   bool
-	)
-	nextRel := func() error {
-		relPending = nil
-		if relsDone || !rels.Next() {
-			relsDone = true
-			return rels.Err()
-		}
-		var r Relation
-		if err := rels.Scan(&relFrom, &r.From, &r.To, &r.RelationType, &r.CreatedAt); err != nil {
-			return err
-		}
-		relPending = &r
-		return nil
-	}
-	if err := nextRel(); err != nil {
+	rel, err := nextRel()
+	if err != nil {
 		return err
 	}
 	for {
@@ -551,12 +591,12 @@ func (g *Graph) fill(es *entityStream, rels *sql.Rows, page Page) error {
 		}
 		cost := entityCost(e.Entity)
 		var own []Relation
-		for relPending != nil && relFrom <= e.id {
-			if relFrom == e.id {
-				own = append(own, *relPending)
-				cost += relationCost(*relPending)
+		for rel != nil && rel.from <= e.id {
+			if rel.from == e.id {
+				own = append(own, rel.Relation)
+				cost += relationCost(rel.Relation)
 			}
-			if err := nextRel(); err != nil {
+			if rel, err = nextRel(); err != nil {
 				return err
 			}
 		}
@@ -635,37 +675,8 @@ func (s *Store) SearchNodes(ctx context.Context, query string, page Page) (Graph
 	var g Graph
 	err = s.read(ctx, func(t *txn) error {
 		g = Graph{Entities: []Entity{}, Relations: []Relation{}}
-		var rows *sql.Rows
-		entMatch, entOK, err := s.trigramMatch(t, "entities_fts", query)
-		if err != nil {
-			return err
-		}
-		obsMatch, obsOK, err := s.trigramMatch(t, "observations_fts", query)
-		if err != nil {
-			return err
-		}
-		switch {
-		case entOK && obsOK && entMatch == "" && obsMatch == "":
-			return nil // some trigram of the query is in no document
-		case entOK && obsOK:
-			// CROSS JOIN makes SQLite drive from the index hits instead of
-			// scanning the tenant's rows and probing the hit list.
-			rows, err = t.query(`WITH hits(id) AS (
-					SELECT e.id FROM (SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?) f
-					CROSS JOIN entities e ON e.id = f.rowid WHERE e.tenant_id = ?
-					UNION
-					SELECT o.entity_id FROM (SELECT rowid FROM observations_fts WHERE observations_fts MATCH ?) f
-					CROSS JOIN observations o ON o.id = f.rowid WHERE o.tenant_id = ?)
-				SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
-				FROM hits h CROSS JOIN entities e ON e.id = h.id AND e.tenant_id = ?
-				LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-				ORDER BY e.id, o.id`, orNothing(entMatch), tenant, orNothing(obsMatch), tenant, tenant)
-		default:
-			rows, err = t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
-				FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-				WHERE e.tenant_id = ? ORDER BY e.id, o.id`, tenant)
-		}
-		if err != nil {
+		rows, err := s.substringCandidates(t, tenant, query)
+		if err != nil || rows == nil {
 			return err
 		}
 		defer rows.Close()
@@ -702,6 +713,107 @@ func (s *Store) SearchNodes(ctx context.Context, query string, page Page) (Graph
 		g.NextOffset = len(g.Entities)
 	}
 	return g, nil
+}
+
+// substringCandidates returns the rows (id, name, type, created, updated,
+// content), ordered by id, of the tenant's entities that may contain query
+// in their name, type or an observation, case-insensitively: a superset
+// the caller re-checks exactly. rows is nil when nothing can match.
+//
+// SQLite asks the trigram FTS tables for the rarest trigrams of query
+// (trigramMatch); queries under three characters scan the tenant.
+// PostgreSQL asks the pg_trgm indexes with ILIKE (ilikePattern).
+func (s *Store) substringCandidates(t *txn, tenant, query string) (*sql.Rows, error) {
+	const cols = `SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content`
+	if s.pg != nil {
+		if strings.ContainsRune(query, 0) {
+			return nil, nil // PostgreSQL text cannot hold NUL
+		}
+		p := ilikePattern(query)
+		if p == "%" {
+			return t.query(cols+` FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+				WHERE e.tenant_id = ? ORDER BY e.id, o.id`, tenant)
+		}
+		return t.query(`WITH hits(id) AS (
+				SELECT id FROM entities WHERE tenant_id = ? AND (name ILIKE ? OR entity_type ILIKE ?)
+				UNION
+				SELECT entity_id FROM observations WHERE tenant_id = ? AND content ILIKE ?)
+			`+cols+` FROM hits h JOIN entities e ON e.id = h.id AND e.tenant_id = ?
+			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+			ORDER BY e.id, o.id`, tenant, p, p, tenant, p, tenant)
+	}
+	entMatch, entOK, err := s.trigramMatch(t, "entities_fts", query)
+	if err != nil {
+		return nil, err
+	}
+	obsMatch, obsOK, err := s.trigramMatch(t, "observations_fts", query)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case entOK && obsOK && entMatch == "" && obsMatch == "":
+		return nil, nil // some trigram of the query is in no document
+	case entOK && obsOK:
+		// CROSS JOIN makes SQLite drive from the index hits instead of
+		// scanning the tenant's rows and probing the hit list.
+		return t.query(`WITH hits(id) AS (
+				SELECT e.id FROM (SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?) f
+				CROSS JOIN entities e ON e.id = f.rowid WHERE e.tenant_id = ?
+				UNION
+				SELECT o.entity_id FROM (SELECT rowid FROM observations_fts WHERE observations_fts MATCH ?) f
+				CROSS JOIN observations o ON o.id = f.rowid WHERE o.tenant_id = ?)
+			`+cols+` FROM hits h CROSS JOIN entities e ON e.id = h.id AND e.tenant_id = ?
+			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+			ORDER BY e.id, o.id`, orNothing(entMatch), tenant, orNothing(obsMatch), tenant, tenant)
+	default:
+		return t.query(cols+` FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+			WHERE e.tenant_id = ? ORDER BY e.id, o.id`, tenant)
+	}
+}
+
+// ilikePattern is an ILIKE pattern for the candidates of a substring
+// search for q: every text that contains q under Go's strings.ToLower (the
+// exact re-check) must match it. %, _ and \ are escaped (the default LIKE
+// escape is \). ASCII characters and characters without case stand for
+// themselves: ILIKE folds ASCII in every locale (but I in Turkish ones,
+// see below). Any other character
+// becomes %, so that the candidates do not depend on how the database's
+// locale or collation provider folds it (ICU, for one, lowers İ to i plus
+// a combining dot). Two ASCII letters have non-ASCII upper cases in Go,
+// U+0130 (İ) for i and U+212A (Kelvin) for k; glibc UTF-8 locales fold them
+// too, C/POSIX and Turkish locales do not. They are kept literal anyway:
+// i is too common to give up its trigrams, and SQLite's trigram index does
+// not fold U+0130 either.
+func ilikePattern(q string) string {
+	var b strings.Builder
+	b.WriteByte('%')
+	wild := true          // the pattern ends with an unescaped %
+	for _, r := range q { // an invalid byte is U+FFFD, as for strings.ToLower
+		switch {
+		case r == '%' || r == '_' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+			wild = false
+		case ilikeLiteral(r):
+			b.WriteRune(r)
+			wild = false
+		case !wild:
+			b.WriteByte('%')
+			wild = true
+		}
+	}
+	if !wild {
+		b.WriteByte('%')
+	}
+	return b.String()
+}
+
+// ilikeLiteral reports whether r can stand for itself in ilikePattern.
+func ilikeLiteral(r rune) bool {
+	if r < utf8.RuneSelf {
+		return true
+	}
+	return unicode.SimpleFold(r) == r && unicode.ToLower(r) == r && unicode.ToUpper(r) == r && unicode.ToTitle(r) == r
 }
 
 // nothingMatch stands for "no candidates from this table" in a query that
@@ -787,8 +899,9 @@ func (s *Store) OpenNodes(ctx context.Context, names []string) (Graph, error) {
 		g = Graph{Entities: []Entity{}}
 		rows, err := t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
 			FROM (SELECT DISTINCT value FROM json_each(?)) n
-			CROSS JOIN entities e ON e.tenant_id = ? AND e.name = n.value
+			CROSS JOIN entities e
 			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+			WHERE e.tenant_id = ? AND e.name = n.value
 			ORDER BY e.id, o.id`, string(list), tenant)
 		if err != nil {
 			return err
@@ -821,15 +934,16 @@ func relationsTouching(t *txn, tenant string, ids []int64) ([]Relation, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := t.query(`WITH ids(id) AS (SELECT value FROM json_each(?)),
+	rows, err := t.query(`WITH ids(id) AS (SELECT CAST(value AS BIGINT) FROM json_each(?)),
 		touching(id) AS (
-			SELECT r.id FROM ids CROSS JOIN relations r ON r.tenant_id = ? AND r.from_id = ids.id
+			SELECT r.id FROM ids CROSS JOIN relations r WHERE r.tenant_id = ? AND r.from_id = ids.id
 			UNION
-			SELECT r.id FROM ids CROSS JOIN relations r ON r.tenant_id = ? AND r.to_id = ids.id)
+			SELECT r.id FROM ids CROSS JOIN relations r WHERE r.tenant_id = ? AND r.to_id = ids.id)
 		SELECT f.name, t.name, r.relation_type, r.created_at FROM touching x
-		CROSS JOIN relations r ON r.id = x.id AND r.tenant_id = ?
+		CROSS JOIN relations r
 		JOIN entities f ON f.tenant_id = r.tenant_id AND f.id = r.from_id
 		JOIN entities t ON t.tenant_id = r.tenant_id AND t.id = r.to_id
+		WHERE r.id = x.id AND r.tenant_id = ?
 		ORDER BY r.id`, string(list), tenant, tenant, tenant)
 	if err != nil {
 		return nil, err

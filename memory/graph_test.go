@@ -334,7 +334,7 @@ func TestConcurrentWritesLoseNothing(t *testing.T) {
 	s := newTestStore(t)
 	const writers, each = 8, 50
 	var wg sync.WaitGroup
-	errs := make(chan error, writers*each)
+	errs := make(chan error, 2*writers*each)
 	for w := 0; w < writers; w++ {
 		wg.Add(1)
 		go func(w int) {

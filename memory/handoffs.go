@@ -112,6 +112,11 @@ func (s *Store) EndSession(ctx context.Context, e EndSession) (Handoff, error) {
 				return err
 			}
 		}
+		if len(e.Learnings) > 0 {
+			if err := agentChanged(t, tenant, e.Agent); err != nil {
+				return err
+			}
+		}
 		return touchAgent(t, tenant, e.Agent, "inactive")
 	})
 	if err != nil {
@@ -166,10 +171,17 @@ func scanHandoff(sc scanner) (Handoff, error) {
 }
 
 // BeginSession consumes the active handoff of (tenant, project) — exactly
-// once: a single conditional UPDATE in the writer's IMMEDIATE transaction,
+// once: a single conditional UPDATE ... WHERE status = 'active' RETURNING,
 // so of concurrent callers one gets it and the others get a nil Handoff —
 // and returns it with agent's unread messages and recent learnings. The
 // agent, if the tenant registered it, is marked active.
+//
+// On SQLite the UPDATE runs in the writer's IMMEDIATE transaction. On
+// PostgreSQL it needs no lock to be exactly-once, on any number of
+// replicas: a second UPDATE of the row waits for the first transaction,
+// then (READ COMMITTED) re-checks status = 'active' on the row it
+// committed and matches nothing. The tenant's advisory lock, which every
+// write holds, serializes the callers as well.
 func (s *Store) BeginSession(ctx context.Context, agent, project string) (Session, error) {
 	tenant, err := tenantOf(ctx)
 	if err != nil {

@@ -88,9 +88,11 @@ func TestEndAndBeginSession(t *testing.T) {
 }
 
 // TestBeginSessionExactlyOnce: of N concurrent begin_session calls on one
-// project exactly one receives the handoff. Run with -race.
+// project, made through two Stores on one database as through two
+// replicas, exactly one receives the handoff. Run with -race.
 func TestBeginSessionExactlyOnce(t *testing.T) {
-	s := newTestStore(t)
+	replicas := newReplicas(t, 2, "")
+	s := replicas[0]
 	a, b := as("a"), as("b")
 	const n = 16
 	for round := 0; round < 3; round++ {
@@ -111,7 +113,7 @@ func TestBeginSessionExactlyOnce(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got, err := s.BeginSession(a, fmt.Sprint("agent", i), "p")
+				got, err := replicas[i%2].BeginSession(a, fmt.Sprint("agent", i), "p")
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {

@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -76,12 +77,36 @@ func (c *tenantCache[V]) invalidate(k cacheKey) {
 func (c *tenantCache[V]) len() int { return c.lru.Len() }
 
 // invalidate drops every cached entry of (tenant, agent). Called after the
-// commit of each write that changes them.
+// commit of each write that changes them (and on PostgreSQL by the change
+// listener, for the writes of every replica: see agentChanged).
 func (c *collab) invalidate(tenant, agent string) {
 	k := cacheKey{tenantID: tenant, agentID: agent}
 	c.individual.invalidate(k)
 	c.prefs.invalidate(k)
 }
+
+// agentChanged, called inside each write that changes what the (tenant,
+// agent) caches hold, makes every other replica drop its entries: on
+// PostgreSQL it queues a NOTIFY that the listeners (notify.go) receive when
+// the write commits, and only if it does, so no replica can miss a change
+// that committed or fill from a snapshot older than it (the epoch check
+// of tenantCache). The writer itself drops its entries right after the
+// commit (collab.invalidate), without waiting for its own notification. On
+// SQLite the process is alone and there is nothing to send.
+func agentChanged(t *txn, tenant, agent string) error {
+	if t.s.pg == nil {
+		return nil
+	}
+	b, _ := json.Marshal(change{Kind: changeAgent, Tenant: tenant, Agent: agent}) // strings only: cannot fail
+	_, err := t.exec(`SELECT pg_notify(?, ?)`, notifyChannel, string(b))
+	return err
+}
+
+// agentCachesLive reports whether the (tenant, agent) caches may be used:
+// always on SQLite; on PostgreSQL only while this replica's change
+// listener is connected, since invalidations from other replicas arrive
+// through it.
+func (s *Store) agentCachesLive() bool { return s.pg == nil || s.feed.live.Load() }
 
 // Learning is one lesson an agent recorded.
 type Learning struct {
@@ -158,8 +183,10 @@ func (s *Store) RecordLearning(ctx context.Context, agent string, l NewLearning)
 	}
 	var out Learning
 	err = s.write(ctx, func(t *txn) error {
-		out, err = insertLearning(t, tenant, agent, l, "record", "")
-		return err
+		if out, err = insertLearning(t, tenant, agent, l, "record", ""); err != nil {
+			return err
+		}
+		return agentChanged(t, tenant, agent)
 	})
 	if err != nil {
 		return Learning{}, err
@@ -235,7 +262,14 @@ func (s *Store) IndividualMemory(ctx context.Context, agent string) (IndividualM
 	}
 	k := cacheKey{tenantID: tenant, agentID: agent}
 	c := s.collab.individual
-	e, ok := c.get(k)
+	live := s.agentCachesLive()
+	var (
+		e  individualEntry
+		ok bool
+	)
+	if live {
+		e, ok = c.get(k)
+	}
 	if !ok {
 		epoch := c.begin()
 		err = s.read(ctx, func(t *txn) error {
@@ -252,7 +286,9 @@ func (s *Store) IndividualMemory(ctx context.Context, agent string) (IndividualM
 		if err != nil {
 			return IndividualMemory{}, err
 		}
-		c.fill(k, e, epoch)
+		if live {
+			c.fill(k, e, epoch)
+		}
 	}
 	prefs, err := prefsObject(e.prefs)
 	if err != nil {
@@ -276,7 +312,14 @@ func (s *Store) Preferences(ctx context.Context, agent string) (map[string]any, 
 	}
 	k := cacheKey{tenantID: tenant, agentID: agent}
 	c := s.collab.prefs
-	p, ok := c.get(k)
+	live := s.agentCachesLive()
+	var (
+		p  string
+		ok bool
+	)
+	if live {
+		p, ok = c.get(k)
+	}
 	if !ok {
 		epoch := c.begin()
 		err = s.read(ctx, func(t *txn) error {
@@ -286,7 +329,9 @@ func (s *Store) Preferences(ctx context.Context, agent string) (map[string]any, 
 		if err != nil {
 			return nil, err
 		}
-		c.fill(k, p, epoch)
+		if live {
+			c.fill(k, p, epoch)
+		}
 	}
 	return prefsObject(p)
 }
@@ -312,6 +357,24 @@ func (s *Store) SetPreferences(ctx context.Context, agent string, patch map[stri
 	var merged string
 	err = s.write(ctx, func(t *txn) error {
 		now := t.now
+		if s.pg != nil {
+			// PostgreSQL has no json_patch: merge here, reading the row under
+			// the tenant's write lock, which every writer of it holds.
+			cur, err := preferencesJSON(t, tenant, agent)
+			if err != nil {
+				return err
+			}
+			if merged, err = mergePatch(cur, b); err != nil {
+				return err
+			}
+			if _, err := t.exec(`INSERT INTO preferences (tenant_id, agent_id, preferences, created_at, updated_at)
+				VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT (tenant_id, agent_id) DO UPDATE SET preferences = excluded.preferences, updated_at = excluded.updated_at`,
+				tenant, agent, merged, now, now); err != nil {
+				return err
+			}
+			return agentChanged(t, tenant, agent)
+		}
 		return t.queryRow(`INSERT INTO preferences (tenant_id, agent_id, preferences, created_at, updated_at)
 			VALUES (?, ?, json_patch('{}', ?), ?, ?)
 			ON CONFLICT (tenant_id, agent_id) DO UPDATE SET preferences = json_patch(preferences, ?), updated_at = excluded.updated_at
@@ -322,4 +385,50 @@ func (s *Store) SetPreferences(ctx context.Context, agent string, patch map[stri
 	}
 	s.collab.invalidate(tenant, agent)
 	return prefsObject(merged)
+}
+
+// mergePatch applies the JSON merge patch patch (RFC 7396) to the JSON
+// object doc and returns the result, as SQLite's json_patch does. Numbers
+// keep their text.
+func mergePatch(doc string, patch []byte) (string, error) {
+	var d, p any
+	if err := decodeJSON([]byte(doc), &d); err != nil {
+		return "", err
+	}
+	if err := decodeJSON(patch, &p); err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false) // store "<" as json_patch does, not as \u003c
+	if err := enc.Encode(mergeValue(d, p)); err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(out.String(), "\n"), nil
+}
+
+func decodeJSON(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+// mergeValue is RFC 7396's MergePatch(target, patch).
+func mergeValue(target, patch any) any {
+	p, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	t, ok := target.(map[string]any)
+	if !ok {
+		t = map[string]any{}
+	}
+	for k, v := range p {
+		if v == nil {
+			delete(t, k)
+			continue
+		}
+		t[k] = mergeValue(t[k], v)
+	}
+	return t
 }

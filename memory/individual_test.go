@@ -1,8 +1,10 @@
 package memory
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/quick"
 )
@@ -189,5 +191,38 @@ func TestCacheKeyCollision(t *testing.T) {
 	c.fill(cacheKey{"r", "s"}, "v", c.begin())
 	if c.len() > 2 {
 		t.Errorf("cache holds %d entries, want at most its bound 2", c.len())
+	}
+}
+
+// TestMergePatchMatchesJSONPatch: the merge PostgreSQL's SetPreferences
+// does in Go gives what SQLite's json_patch gives (compared as JSON).
+func TestMergePatchMatchesJSONPatch(t *testing.T) {
+	sq := openSQLiteStore(t)
+	tests := []struct{ name, doc, patch string }{
+		{"add and replace", `{"a":1,"b":"x"}`, `{"b":"y","c":true}`},
+		{"null removes", `{"a":1,"b":2}`, `{"a":null}`},
+		{"nested merge", `{"e":{"tabs":4,"wrap":false}}`, `{"e":{"wrap":true,"x":null}}`},
+		{"object replaces scalar", `{"e":3}`, `{"e":{"k":null,"v":1}}`},
+		{"array replaced whole", `{"l":[1,2]}`, `{"l":[3,null]}`},
+		{"big number keeps its digits", `{}`, `{"n":12345678901234567890}`},
+		{"markup", `{}`, `{"h":"<b>&</b>"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := mergePatch(tc.doc, []byte(tc.patch))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want string
+			if err := sq.r.QueryRow(`SELECT json_patch(?, ?)`, tc.doc, tc.patch).Scan(&want); err != nil {
+				t.Fatal(err)
+			}
+			var g, w any
+			json.Unmarshal([]byte(got), &g)
+			json.Unmarshal([]byte(want), &w)
+			if !reflect.DeepEqual(g, w) || strings.Contains(want, "12345678901234567890") != strings.Contains(got, "12345678901234567890") {
+				t.Errorf("mergePatch(%s, %s) = %s, want %s (json_patch)", tc.doc, tc.patch, got, want)
+			}
+		})
 	}
 }

@@ -2,7 +2,6 @@ package memory
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"math"
 	"slices"
@@ -206,23 +205,34 @@ func wordCandidates(t *txn, tenant string, words []string) ([]rankedID, error) {
 		h.tiers[word] = max(h.tiers[word], tier)
 		h.rel += -bm25 // bm25 is negative; more negative is more relevant
 	}
-	const entityQuery = `SELECT e.id, bm25(entities_words_fts, 10.0, 3.0) FROM entities_words_fts
+	entityQuery := `SELECT e.id, bm25(entities_words_fts, 10.0, 3.0) FROM entities_words_fts
 		JOIN entities e ON e.id = entities_words_fts.rowid
 		WHERE entities_words_fts MATCH ? AND e.tenant_id = ?`
-	const observationQuery = `SELECT o.entity_id, bm25(observations_words_fts) FROM observations_words_fts
+	observationQuery := `SELECT o.entity_id, bm25(observations_words_fts) FROM observations_words_fts
 		JOIN observations o ON o.id = observations_words_fts.rowid
 		WHERE observations_words_fts MATCH ? AND o.tenant_id = ?`
+	pg := t.s.pg != nil
+	if pg {
+		// Negated so that, as bm25 on SQLite, more negative is more relevant.
+		entityQuery = `SELECT id, -ts_rank(` + pgEntityWords + `, q) FROM entities, ` + pgWordQuery + ` q
+			WHERE tenant_id = ? AND ` + pgEntityWords + ` @@ q`
+		observationQuery = `SELECT entity_id, -ts_rank(` + pgObservationWords + `, q) FROM observations, ` + pgWordQuery + ` q
+			WHERE tenant_id = ? AND ` + pgObservationWords + ` @@ q`
+	}
 	for i, w := range words {
-		phrase := ftsPhrase(w)
 		for _, c := range []struct {
-			query, match string
-			tier         int
+			query string
+			tier  int
 		}{
-			{entityQuery, "name : " + phrase, tierName},
-			{entityQuery, "entity_type : " + phrase, tierType},
-			{observationQuery, phrase, tierObservation},
+			{entityQuery, tierName},
+			{entityQuery, tierType},
+			{observationQuery, tierObservation},
 		} {
-			rows, err := t.query(c.query, c.match, tenant)
+			match, ok := wordMatch(pg, w, c.tier)
+			if !ok {
+				continue
+			}
+			rows, err := t.query(c.query, match, tenant)
 			if err != nil {
 				return nil, err
 			}
@@ -265,6 +275,55 @@ func wordCandidates(t *txn, tenant string, words []string) ([]rankedID, error) {
 	return out, nil
 }
 
+// PostgreSQL's word search (migration postgres/0002): the 'simple'
+// configuration (lower case, no stemming, no stop words) over text whose
+// diacritics are removed (NFD, then the combining marks U+0300-U+036F
+// dropped), as unicode61 remove_diacritics does on SQLite. Names weigh A
+// and types B in one vector, as the two columns of entities_words_fts. The
+// expressions must stay identical to the index definitions.
+const (
+	pgEntityWords = `(setweight(to_tsvector('simple', regexp_replace(normalize(name, NFD), '[\u0300-\u036f]', '', 'g')), 'A')
+		|| setweight(to_tsvector('simple', regexp_replace(normalize(entity_type, NFD), '[\u0300-\u036f]', '', 'g')), 'B'))`
+	pgObservationWords = `to_tsvector('simple', regexp_replace(normalize(content, NFD), '[\u0300-\u036f]', '', 'g'))`
+	pgWordQuery        = `to_tsquery('simple', regexp_replace(normalize(?, NFD), '[\u0300-\u036f]', '', 'g'))`
+)
+
+// wordMatch is the match argument of wordCandidates' query for word w in
+// the field of tier: on SQLite an FTS5 phrase restricted to a column, on
+// PostgreSQL a quoted tsquery operand (a phrase if the parser splits w)
+// restricted to a weight. ok is false when w can match nothing (on
+// PostgreSQL, a word of combining marks only, which folding empties and
+// to_tsquery would reject).
+func wordMatch(pg bool, w string, tier int) (match string, ok bool) {
+	if !pg {
+		switch tier {
+		case tierName:
+			return "name : " + ftsPhrase(w), true
+		case tierType:
+			return "entity_type : " + ftsPhrase(w), true
+		}
+		return ftsPhrase(w), true
+	}
+	w = strings.Map(func(r rune) rune {
+		if r >= 0x300 && r <= 0x36f {
+			return -1
+		}
+		return r
+	}, w)
+	if w == "" {
+		return "", false
+	}
+	// searchWords keeps letters, digits and marks only; quote anyway.
+	q := "'" + strings.NewReplacer(`'`, `''`, `\`, `\\`).Replace(w) + "'"
+	switch tier {
+	case tierName:
+		return q + ":A", true
+	case tierType:
+		return q + ":B", true
+	}
+	return q, true
+}
+
 func roundScore(f float64) float64 { return math.Round(f*1000) / 1000 }
 
 // fillUpdated sets updated for each candidate.
@@ -279,7 +338,7 @@ func fillUpdated(t *txn, tenant string, rs []rankedID) error {
 		ids[i] = r.id
 	}
 	list, _ := json.Marshal(ids)
-	rows, err := t.query(`SELECT id, updated_at FROM entities WHERE tenant_id = ? AND id IN (SELECT value FROM json_each(?))`,
+	rows, err := t.query(`SELECT id, updated_at FROM entities WHERE tenant_id = ? AND id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))`,
 		tenant, string(list))
 	if err != nil {
 		return err
@@ -300,38 +359,12 @@ func fillUpdated(t *txn, tenant string, rs []rankedID) error {
 
 // exactCandidates ranks the entities containing q (case-insensitively) in
 // their name (3), type (2) or an observation (1). Candidates come from the
-// trigram index when q is long enough (the plan of search_nodes) and are
-// re-checked here; shorter queries scan the tenant's entities.
+// substring plan of search_nodes (substringCandidates) and are re-checked
+// here.
 func (s *Store) exactCandidates(t *txn, tenant, q string) ([]rankedID, error) {
 	lq := strings.ToLower(q)
-	entMatch, entOK, err := s.trigramMatch(t, "entities_fts", q)
-	if err != nil {
-		return nil, err
-	}
-	obsMatch, obsOK, err := s.trigramMatch(t, "observations_fts", q)
-	if err != nil {
-		return nil, err
-	}
-	const cols = `SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content`
-	var rows *sql.Rows
-	switch {
-	case entOK && obsOK && entMatch == "" && obsMatch == "":
-		return nil, nil // some trigram of q is in no document
-	case entOK && obsOK:
-		rows, err = t.query(`WITH hits(id) AS (
-				SELECT e.id FROM (SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?) f
-				CROSS JOIN entities e ON e.id = f.rowid WHERE e.tenant_id = ?
-				UNION
-				SELECT o.entity_id FROM (SELECT rowid FROM observations_fts WHERE observations_fts MATCH ?) f
-				CROSS JOIN observations o ON o.id = f.rowid WHERE o.tenant_id = ?)
-			`+cols+` FROM hits h CROSS JOIN entities e ON e.id = h.id AND e.tenant_id = ?
-			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-			ORDER BY e.id, o.id`, orNothing(entMatch), tenant, orNothing(obsMatch), tenant, tenant)
-	default:
-		rows, err = t.query(cols+` FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-			WHERE e.tenant_id = ? ORDER BY e.id, o.id`, tenant)
-	}
-	if err != nil {
+	rows, err := s.substringCandidates(t, tenant, q)
+	if err != nil || rows == nil {
 		return nil, err
 	}
 	defer rows.Close()
@@ -377,7 +410,7 @@ func loadHits(t *txn, tenant string, page []rankedID) ([]SearchHit, error) {
 	}
 	list, _ := json.Marshal(ids)
 	rows, err := t.query(`SELECT id, name, entity_type, aliases, metadata, created_at, updated_at FROM entities
-		WHERE tenant_id = ? AND id IN (SELECT value FROM json_each(?))`, tenant, string(list))
+		WHERE tenant_id = ? AND id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))`, tenant, string(list))
 	if err != nil {
 		return nil, err
 	}
@@ -405,7 +438,7 @@ func loadHits(t *txn, tenant string, page []rankedID) ([]SearchHit, error) {
 		return nil, err
 	}
 	obs, err := t.query(`SELECT entity_id, content FROM observations
-		WHERE tenant_id = ? AND entity_id IN (SELECT value FROM json_each(?)) ORDER BY entity_id, id`, tenant, string(list))
+		WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM json_each(?)) ORDER BY entity_id, id`, tenant, string(list))
 	if err != nil {
 		return nil, err
 	}

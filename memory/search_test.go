@@ -163,10 +163,22 @@ func FuzzSearchQuery(f *testing.F) {
 				t.Errorf("SearchEntities(%q, %s) = %v", q, mode, err)
 			}
 		}
+		// Each word's match argument is valid syntax for the engine:
+		// FTS5 MATCH on SQLite, to_tsquery on PostgreSQL.
+		query := `SELECT count(*) FROM entities_words_fts WHERE entities_words_fts MATCH ?`
+		if s.pg != nil {
+			query = `SELECT count(*) FROM entities WHERE ` + pgEntityWords + ` @@ ` + pgWordQuery
+		}
 		for _, w := range searchWords(q) {
-			var n int
-			if err := s.r.QueryRow(`SELECT count(*) FROM entities_words_fts WHERE entities_words_fts MATCH ?`, "name : "+ftsPhrase(w)).Scan(&n); err != nil {
-				t.Errorf("MATCH for word %q of %q: %v", w, q, err)
+			for _, tier := range []int{tierName, tierType, tierObservation} {
+				match, ok := wordMatch(s.pg != nil, w, tier)
+				if !ok {
+					continue
+				}
+				var n int
+				if err := s.r.QueryRow(s.sqlFor(query), match).Scan(&n); err != nil {
+					t.Errorf("match %q for word %q of %q: %v", match, w, q, err)
+				}
 			}
 		}
 	})

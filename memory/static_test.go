@@ -185,7 +185,8 @@ func allowed(pos, stmt string) (int, bool) {
 }
 
 // TestStaticTenantPredicates parses every SQL statement of the package and
-// checks it against the tenant tables read from sqlite_schema.
+// checks it against the tenant tables read from the schema of the backend
+// under test (sqlite_schema, or PostgreSQL's catalog).
 func TestStaticTenantPredicates(t *testing.T) {
 	s := newTestStore(t)
 	tables := tenantTables(t, s)
@@ -281,68 +282,171 @@ func TestStaticTenantPredicates(t *testing.T) {
 // tenantTables returns the tables whose columns include tenant_id, and
 // checks that tenant_id is NOT NULL and that every foreign key into a
 // tenant table carries tenant_id (a row can never point into another
-// tenant).
+// tenant). It reads sqlite_schema on SQLite and the catalog of the test's
+// schema on PostgreSQL.
 func tenantTables(t *testing.T, s *Store) map[string]bool {
 	t.Helper()
-	rows, err := s.r.Query(`SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
-	if err != nil {
-		t.Fatal(err)
+	var cols []tenantColumn
+	var fks []foreignKey
+	if s.pg != nil {
+		cols, fks = postgresSchema(t, s)
+	} else {
+		cols, fks = sqliteSchema(t, s)
 	}
-	var all []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, n)
-	}
-	rows.Close()
-	sort.Strings(all)
 	out := map[string]bool{}
+	for _, c := range cols {
+		out[c.table] = true
+		if !c.notNull {
+			t.Errorf("table %s: tenant_id is nullable", c.table)
+		}
+	}
+	// Positive control on the reader: observations references entities by
+	// (tenant_id, entity_id) on both backends.
+	found := false
+	for _, k := range fks {
+		found = found || (k.table == "observations" && k.target == "entities" && containsStr(k.cols, "tenant_id") && containsStr(k.cols, "entity_id"))
+	}
+	if !found {
+		t.Errorf("foreign keys read = %+v, want observations (tenant_id, entity_id) -> entities among them", fks)
+	}
+	bad := 0
+	for _, k := range fks {
+		if out[k.table] && out[k.target] && !containsStr(k.cols, "tenant_id") {
+			bad++
+			t.Errorf("table %s: foreign key %v into tenant table %s without tenant_id", k.table, k.cols, k.target)
+		}
+	}
+	t.Logf("metric cross_tenant_fks=%d", bad)
+	return out
+}
+
+// tenantColumn is the tenant_id column of one table.
+type tenantColumn struct {
+	table   string
+	notNull bool
+}
+
+// foreignKey is one foreign key of table into target over cols.
+type foreignKey struct {
+	table, target string
+	cols          []string
+}
+
+func sqliteSchema(t *testing.T, s *Store) ([]tenantColumn, []foreignKey) {
+	t.Helper()
+	all := queryStrings(t, s, `SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
+	sort.Strings(all)
+	var (
+		cols []tenantColumn
+		fks  []foreignKey
+	)
 	for _, tbl := range all {
 		var notnull int
 		err := s.r.QueryRow(`SELECT "notnull" FROM pragma_table_info(?) WHERE name = 'tenant_id'`, tbl).Scan(&notnull)
 		if err != nil {
 			continue // no tenant_id: tenants, schema_migrations, FTS tables
 		}
-		out[tbl] = true
-		if notnull != 1 {
-			t.Errorf("table %s: tenant_id is nullable", tbl)
-		}
-	}
-	bad := 0
-	for tbl := range out {
-		fks, err := s.r.Query(`SELECT id, "table", "from" FROM pragma_foreign_key_list(?)`, tbl)
+		cols = append(cols, tenantColumn{table: tbl, notNull: notnull == 1})
+		rows, err := s.r.Query(`SELECT id, "table", "from" FROM pragma_foreign_key_list(?)`, tbl)
 		if err != nil {
 			t.Fatal(err)
 		}
-		type fk struct {
-			target string
-			cols   []string
-		}
-		byID := map[int]*fk{}
-		for fks.Next() {
+		byID := map[int]*foreignKey{}
+		var ids []int
+		for rows.Next() {
 			var (
 				id           int
 				target, from string
 			)
-			if err := fks.Scan(&id, &target, &from); err != nil {
+			if err := rows.Scan(&id, &target, &from); err != nil {
 				t.Fatal(err)
 			}
 			if byID[id] == nil {
-				byID[id] = &fk{target: target}
+				byID[id] = &foreignKey{table: tbl, target: target}
+				ids = append(ids, id)
 			}
 			byID[id].cols = append(byID[id].cols, from)
 		}
-		fks.Close()
-		for _, k := range byID {
-			if out[k.target] && !containsStr(k.cols, "tenant_id") {
-				bad++
-				t.Errorf("table %s: foreign key %v into tenant table %s without tenant_id", tbl, k.cols, k.target)
-			}
+		rows.Close()
+		for _, id := range ids {
+			fks = append(fks, *byID[id])
 		}
 	}
-	t.Logf("metric cross_tenant_fks=%d", bad)
+	return cols, fks
+}
+
+// postgresSchema reads the tables of the store's schema (the first of its
+// search_path, a fresh one per test) from information_schema and its
+// foreign keys from pg_constraint.
+func postgresSchema(t *testing.T, s *Store) ([]tenantColumn, []foreignKey) {
+	t.Helper()
+	rows, err := s.r.Query(`SELECT table_name, is_nullable FROM information_schema.columns
+		WHERE table_schema = current_schema() AND column_name = 'tenant_id' ORDER BY table_name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cols []tenantColumn
+	for rows.Next() {
+		var tbl, nullable string
+		if err := rows.Scan(&tbl, &nullable); err != nil {
+			t.Fatal(err)
+		}
+		cols = append(cols, tenantColumn{table: tbl, notNull: nullable == "NO"})
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+	rows, err = s.r.Query(`SELECT c.conname, src.relname, dst.relname, a.attname
+		FROM pg_constraint c
+		JOIN pg_class src ON src.oid = c.conrelid
+		JOIN pg_namespace n ON n.oid = src.relnamespace
+		JOIN pg_class dst ON dst.oid = c.confrelid
+		CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+		WHERE c.contype = 'f' AND n.nspname = current_schema()
+		ORDER BY src.relname, c.conname, k.ord`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var fks []foreignKey
+	last := ""
+	for rows.Next() {
+		var name, tbl, target, col string
+		if err := rows.Scan(&name, &tbl, &target, &col); err != nil {
+			t.Fatal(err)
+		}
+		if key := tbl + "." + name; key != last {
+			fks = append(fks, foreignKey{table: tbl, target: target})
+			last = key
+		}
+		fks[len(fks)-1].cols = append(fks[len(fks)-1].cols, col)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return cols, fks
+}
+
+func queryStrings(t *testing.T, s *Store, query string) []string {
+	t.Helper()
+	rows, err := s.r.Query(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 

@@ -518,7 +518,13 @@ func (s *Store) Ping(ctx context.Context) error {
 // the time read once.
 func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	s.wStmts.warm(ctx)
-	tx, err := s.w.BeginTx(ctx, nil)
+	var opts *sql.TxOptions
+	if s.pg != nil {
+		// READ COMMITTED whatever the server's default: a statement after
+		// the tenant lock must see what the previous lock holder committed.
+		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+	}
+	tx, err := s.w.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}

@@ -218,6 +218,10 @@ func (s *Store) TrustSessions(ctx context.Context, f SessionFilter) ([]TrustSess
 		return nil, 0, err
 	}
 	f.Limit, f.Offset = clampPage(f.Limit, f.Offset, DefaultSessionLimit, MaxSessionLimit)
+	activeOnly := 0 // compared with an integer in SQL, which PostgreSQL does not do for a Go bool
+	if f.ActiveOnly {
+		activeOnly = 1
+	}
 	var (
 		out   []TrustSession
 		total int
@@ -226,11 +230,11 @@ func (s *Store) TrustSessions(ctx context.Context, f SessionFilter) ([]TrustSess
 		out = nil
 		now := Stamp(txnTime(t))
 		const where = ` FROM trust_sessions WHERE tenant_id = ? AND (? = 0 OR (revoked_at IS NULL AND expires_at > ?))`
-		if err := t.queryRow(`SELECT count(*)`+where, tenant, f.ActiveOnly, now).Scan(&total); err != nil {
+		if err := t.queryRow(`SELECT count(*)`+where, tenant, activeOnly, now).Scan(&total); err != nil {
 			return err
 		}
 		rows, err := t.query(`SELECT `+sessionColumns+where+` ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?`,
-			tenant, f.ActiveOnly, now, f.Limit, f.Offset)
+			tenant, activeOnly, now, f.Limit, f.Offset)
 		out, err = collect(rows, err, scanSession)
 		return err
 	})

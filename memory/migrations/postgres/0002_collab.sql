@@ -78,7 +78,12 @@ CREATE UNIQUE INDEX handoffs_active ON handoffs(tenant_id, project_id) WHERE sta
 CREATE INDEX handoffs_project ON handoffs(tenant_id, project_id, created_at);
 
 -- Word search for search_entities: name (weight A) and type (weight B) of
--- an entity, and the words of its observations.
+-- an entity, and the words of its observations, with diacritics removed
+-- (NFD, then the combining marks U+0300-U+036F dropped) as unicode61
+-- remove_diacritics does on SQLite. search.go repeats these expressions
+-- (pgEntityWords, pgObservationWords); keep them identical.
 CREATE INDEX entities_words ON entities USING gin (
-	(setweight(to_tsvector('simple', name), 'A') || setweight(to_tsvector('simple', entity_type), 'B')));
-CREATE INDEX observations_words ON observations USING gin (to_tsvector('simple', content));
+	(setweight(to_tsvector('simple', regexp_replace(normalize(name, NFD), '[\u0300-\u036f]', '', 'g')), 'A')
+	|| setweight(to_tsvector('simple', regexp_replace(normalize(entity_type, NFD), '[\u0300-\u036f]', '', 'g')), 'B')));
+CREATE INDEX observations_words ON observations USING gin (
+	(to_tsvector('simple', regexp_replace(normalize(content, NFD), '[\u0300-\u036f]', '', 'g'))));
