@@ -37,6 +37,20 @@ type RateLimiter struct {
 	Logger *slog.Logger
 	// OnLimited, if set, is called for every 429.
 	OnLimited func(r *http.Request, rc RequestContext)
+	// Replicas, if set, is the number N of live server replicas sharing
+	// the limits (each behind the same load balancer, on one database).
+	// Each replica then enforces rate/N and burst/N (rounded up, at least
+	// 1) locally, with no coordination per request. Tolerance: with even
+	// load balancing the aggregate over all replicas stays within the
+	// limit, except that rounding the burst up admits up to N-1 extra
+	// requests per burst (aggregate burst <= burst + N - 1, sustained rate
+	// <= rate); a change of membership takes up to the heartbeat window
+	// (3 s) to apply, during which a replica that joined lets the
+	// aggregate reach rate*(N+1)/N and a replica that died makes the
+	// survivors refuse below the limit; uneven load balancing refuses a
+	// tenant below the aggregate limit (a replica getting more than 1/N
+	// of the tenant's requests runs out first). nil or a value < 1 means 1.
+	Replicas func() int
 
 	mu        sync.Mutex
 	buckets   map[string]*bucket
@@ -72,6 +86,11 @@ func (l *RateLimiter) Allow(tenantID string, st TenantStatus, now time.Time) (ok
 	}
 	if burst <= 0 {
 		burst = max(1, int(math.Ceil(rps)))
+	}
+	if l.Replicas != nil {
+		if n := l.Replicas(); n > 1 {
+			rps, burst = rps/float64(n), max(1, int(math.Ceil(float64(burst)/float64(n))))
+		}
 	}
 
 	l.mu.Lock()

@@ -201,3 +201,71 @@ func TestRateLimiterWithoutAuth(t *testing.T) {
 		t.Errorf("with context: status = %d, want 200", w.Code)
 	}
 }
+
+// TestRateLimiterReplicaShare: with Replicas reporting N, one replica
+// admits ceil(burst/N) (at least 1) at an instant and refills at rate/N;
+// N = 1 and nil (the control) keep the whole limit, and a change of N
+// applies on the next request.
+func TestRateLimiterReplicaShare(t *testing.T) {
+	cases := []struct {
+		name      string
+		rps       float64
+		burst     int
+		replicas  func() int
+		wantBurst int
+		wantRate  float64 // tokens per second after the burst
+	}{
+		{"no replicas (control)", 30, 30, nil, 30, 30},
+		{"one replica", 30, 30, func() int { return 1 }, 30, 30},
+		{"three replicas", 30, 30, func() int { return 3 }, 10, 10},
+		{"rounding up", 10, 10, func() int { return 3 }, 4, 10.0 / 3},
+		{"at least one", 2, 2, func() int { return 5 }, 1, 0.4},
+		{"default burst shared", 9, 0, func() int { return 3 }, 3, 3},
+		{"zero replicas is one", 6, 6, func() int { return 0 }, 6, 6},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rl := &RateLimiter{RPS: tc.rps, Burst: tc.burst, Replicas: tc.replicas}
+			now := testNow
+			got := 0
+			for range tc.wantBurst + 10 {
+				if ok, _ := rl.Allow("acme", TenantStatus{}, now); ok {
+					got++
+				}
+			}
+			if got != tc.wantBurst {
+				t.Errorf("admitted at one instant = %d, want %d", got, tc.wantBurst)
+			}
+			// After 3 s the bucket holds min(burst, 3*rate) new tokens.
+			later := now.Add(3 * time.Second)
+			refill := 0
+			for range 200 {
+				if ok, _ := rl.Allow("acme", TenantStatus{}, later); ok {
+					refill++
+				}
+			}
+			if want := min(tc.wantBurst, int(3*tc.wantRate+1e-9)); refill != want {
+				t.Errorf("admitted 3 s later = %d, want %d", refill, want)
+			}
+		})
+	}
+
+	t.Run("membership change", func(t *testing.T) {
+		var n atomic.Int32
+		n.Store(1)
+		rl := &RateLimiter{RPS: 1, Burst: 12, Replicas: func() int { return int(n.Load()) }}
+		if ok, _ := rl.Allow("acme", TenantStatus{}, testNow); !ok {
+			t.Fatal("first request refused")
+		}
+		n.Store(4) // the bucket shrinks to burst 12/4 = 3: its 11 tokens are capped at 3
+		got := 0
+		for range 10 {
+			if ok, _ := rl.Allow("acme", TenantStatus{}, testNow); ok {
+				got++
+			}
+		}
+		if got != 3 {
+			t.Errorf("admitted after N went 1 -> 4 = %d, want 3 (burst 12/4)", got)
+		}
+	})
+}

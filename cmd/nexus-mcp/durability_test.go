@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, for openRO on PostgreSQL
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -193,10 +194,15 @@ func argsHash(tb testing.TB, args map[string]any) string {
 	return h
 }
 
-// openRO opens the database file read-only.
+// openRO opens the database read-only: the SQLite file, or the PostgreSQL
+// database (test queries use $1 placeholders, which both engines accept).
 func openRO(tb testing.TB, path string) *sql.DB {
 	tb.Helper()
-	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
+	driver, dsn := "sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)"
+	if memory.IsPostgresURL(path) {
+		driver, dsn = "pgx", path
+	}
+	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -214,7 +220,7 @@ func readState(tb testing.TB, db *sql.DB, tenant string) dbState {
 	tb.Helper()
 	st := dbState{entities: map[string]int{}, audit: map[string]int{}}
 	rows, err := db.Query(`SELECT e.name, (SELECT count(*) FROM observations o WHERE o.tenant_id = e.tenant_id AND o.entity_id = e.id)
-		FROM entities e WHERE e.tenant_id = ?`, tenant)
+		FROM entities e WHERE e.tenant_id = $1`, tenant)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -227,7 +233,7 @@ func readState(tb testing.TB, db *sql.DB, tenant string) dbState {
 		st.entities[n] = obs
 	}
 	rows.Close()
-	rows, err = db.Query(`SELECT content_hash, count(*) FROM audit_log WHERE tenant_id = ? AND tool = 'create_entities' GROUP BY content_hash`, tenant)
+	rows, err = db.Query(`SELECT content_hash, count(*) FROM audit_log WHERE tenant_id = $1 AND tool = 'create_entities' GROUP BY content_hash`, tenant)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -392,8 +392,13 @@ func (r repeatReader) Read(p []byte) (int, error) {
 func invalidUTF8Stored(t *testing.T, db string) (invalid, checked int) {
 	t.Helper()
 	ro := openRO(t, db)
-	rows, err := ro.Query(`SELECT CAST(name AS BLOB) FROM entities UNION ALL SELECT CAST(entity_type AS BLOB) FROM entities
-		UNION ALL SELECT CAST(content AS BLOB) FROM observations UNION ALL SELECT CAST(metadata AS BLOB) FROM entities`)
+	query := `SELECT CAST(name AS BLOB) FROM entities UNION ALL SELECT CAST(entity_type AS BLOB) FROM entities
+		UNION ALL SELECT CAST(content AS BLOB) FROM observations UNION ALL SELECT CAST(metadata AS BLOB) FROM entities`
+	if memory.IsPostgresURL(db) {
+		query = `SELECT convert_to(name, 'UTF8') FROM entities UNION ALL SELECT convert_to(entity_type, 'UTF8') FROM entities
+		UNION ALL SELECT convert_to(content, 'UTF8') FROM observations UNION ALL SELECT convert_to(metadata, 'UTF8') FROM entities`
+	}
+	rows, err := ro.Query(query)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -269,6 +273,9 @@ type httpApp struct {
 	sessions *sessionGuard
 	tenants  knownTenants
 	srv      *http.Server
+	// heartbeat counts the live replicas sharing the database; nil on
+	// SQLite (one server per file).
+	heartbeat *replicaHeartbeat
 }
 
 // newHTTPApp wires the transport. It fails on an authentication
@@ -282,7 +289,7 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 	}
 	a.hostCheck = isLoopback(host)
 
-	a.sessions = newSessionGuard(f.sessionIdleTimeout, logger)
+	a.sessions = newSessionGuard(store, f.sessionIdleTimeout, logger)
 	a.metrics = newMetrics(f.metricsTenantLabels, a.sessions.len)
 	a.auth = &tenancy.Authenticator{
 		JWT:        jwtV,
@@ -300,6 +307,13 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 	a.limiter = tenancy.NewRateLimiter(f.rateRPS, f.rateBurst)
 	a.limiter.Logger = logger
 	a.limiter.OnLimited = a.metrics.limited
+	if store.Backend() == "postgres" {
+		// Replicas on one PostgreSQL database share each tenant's limit
+		// (see tenancy.RateLimiter.Replicas for the tolerance); serve keeps
+		// the count current with the heartbeat.
+		a.heartbeat = newReplicaHeartbeat(store, logger)
+		a.limiter.Replicas = a.heartbeat.live
+	}
 
 	a.mcp = newMCPServer(store, logger, sf, server.WithToolHandlerMiddleware(a.metrics.toolMiddleware))
 	a.srv = &http.Server{
@@ -377,6 +391,9 @@ func (a *httpApp) serve(ctx context.Context, ln net.Listener) error {
 	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSweep()
 	go a.sessions.sweep(sweepCtx)
+	if a.heartbeat != nil {
+		defer a.heartbeat.start(context.WithoutCancel(ctx))()
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- a.srv.Serve(ln) }()
@@ -515,6 +532,14 @@ func principalOf(rc tenancy.RequestContext) principal {
 		env: rc.Env, method: rc.AuthMethod, dev: rc.DevOverride}
 }
 
+// hash is what the store keeps of p: every field, unambiguously encoded,
+// hashed (the store needs equality only).
+func (p principal) hash() string {
+	b, _ := json.Marshal([]any{p.tenant, p.user, p.keyID, p.agent, p.env, string(p.method), p.dev}) // strings and a bool always marshal
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
 // sessionGuard sits between the middleware and mcp-go. mcp-go accepts any
 // well-formed Mcp-Session-Id (and a GET with another client's id would
 // receive that client's notifications), so the guard:
@@ -528,11 +553,25 @@ func principalOf(rc tenancy.RequestContext) principal {
 //   - reads the body once (413 past --max-body, even when chunked), lifts
 //     the request read deadline, and renews a write deadline on every
 //     write.
+//
+// Bindings are shared through the store (table mcp_sessions, keyed by the
+// presenting principal's tenant), so that replicas on one database behave
+// as one server: a client whose requests alternate between replicas keeps
+// its session. The in-process map is a cache in front of the store: a
+// local miss reads the store, and each session's stored last use is
+// written at most every idle/4 (touchEvery), not on every request. The
+// costs of that: a session expires between idle-idle/4 and idle after its
+// last use when that use was served by another replica, and a DELETE
+// through one replica takes up to idle/4 to be noticed by a replica that
+// still holds the session (it only ever served the same principal).
+// Expiry is by the later of the local and the stored last use; the sweep
+// deletes the stored rows idle for longer than idle.
 type sessionGuard struct {
-	next http.Handler
-	idle time.Duration
-	log  *slog.Logger
-	now  func() time.Time
+	next  http.Handler
+	store *memory.Store
+	idle  time.Duration
+	log   *slog.Logger
+	now   func() time.Time
 
 	mu       sync.Mutex
 	sessions map[string]*boundSession
@@ -540,13 +579,25 @@ type sessionGuard struct {
 
 type boundSession struct {
 	owner    principal
-	lastUsed time.Time
+	lastUsed time.Time // the last use through this replica
+	stored   time.Time // the last use recorded in the store (or being recorded)
 	inflight int
 }
 
-func newSessionGuard(idle time.Duration, log *slog.Logger) *sessionGuard {
-	return &sessionGuard{idle: idle, log: log, now: time.Now, sessions: make(map[string]*boundSession)}
+// seen is the later of the local and the stored last use.
+func (s *boundSession) seen() time.Time {
+	if s.stored.After(s.lastUsed) {
+		return s.stored
+	}
+	return s.lastUsed
 }
+
+func newSessionGuard(store *memory.Store, idle time.Duration, log *slog.Logger) *sessionGuard {
+	return &sessionGuard{store: store, idle: idle, log: log, now: time.Now, sessions: make(map[string]*boundSession)}
+}
+
+// touchEvery is how often a session's last use is written to the store.
+func (g *sessionGuard) touchEvery() time.Duration { return g.idle / 4 }
 
 func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc, ok := tenancy.FromContext(r.Context())
@@ -592,7 +643,7 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// initialize: bind the id mcp-go mints to p before the client sees it
 			mw.onHeader = func(h http.Header) {
 				if id := h.Get(server.HeaderKeySessionID); id != "" {
-					g.bind(id, p)
+					g.bind(r.Context(), id, p)
 				}
 			}
 		}
@@ -608,7 +659,7 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer g.release(id)
 	g.next.ServeHTTP(mw, r)
 	if r.Method == http.MethodDelete && mw.status >= 200 && mw.status < 300 {
-		g.forget(id)
+		g.forget(r.Context(), id)
 	}
 }
 
@@ -624,40 +675,136 @@ func method(body []byte) string {
 	return string(m.Method)
 }
 
-// bind records a new session of p.
-func (g *sessionGuard) bind(id string, p principal) {
+// bind records a new session of p, here and in the store. When the store
+// fails the binding is kept here only: the session works on this replica
+// and is unknown (404) on the others.
+func (g *sessionGuard) bind(ctx context.Context, id string, p principal) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if _, ok := g.sessions[id]; !ok {
-		g.sessions[id] = &boundSession{owner: p, lastUsed: g.now()}
+	_, ok := g.sessions[id]
+	if !ok {
+		now := g.now()
+		g.sessions[id] = &boundSession{owner: p, lastUsed: now, stored: now}
+	}
+	g.mu.Unlock()
+	if ok {
+		return
+	}
+	if err := g.store.BindMCPSession(ctx, id, p.hash()); err != nil {
+		g.log.Error("MCP session not shared with other replicas", "tenant", p.tenant, "err", err)
 	}
 }
 
 // acquire reports whether p may use session id, and marks it in use.
-// Another principal's session, an unknown one and an expired one are all
-// refused the same way.
+// Another principal's session, an unknown one (here and in the store, in
+// p's tenant) and an expired one are all refused the same way.
 func (g *sessionGuard) acquire(ctx context.Context, id string, p principal) bool {
 	g.mu.Lock()
 	s, ok := g.sessions[id]
-	expired := ok && s.inflight == 0 && g.now().Sub(s.lastUsed) > g.idle
-	if expired {
-		delete(g.sessions, id)
-	}
-	if ok && !expired && s.owner == p {
-		s.inflight++
-		s.lastUsed = g.now()
+	if ok && s.owner != p {
 		g.mu.Unlock()
+		g.log.Warn("MCP session used by another principal; refused", "owner_tenant", s.owner.tenant, "tenant", p.tenant, "user", p.user)
+		return false
+	}
+	now := g.now()
+	if ok && (s.inflight > 0 || now.Sub(s.seen()) <= g.idle) {
+		s.inflight++
+		s.lastUsed = now
+		touch := now.Sub(s.stored) >= g.touchEvery()
+		if touch {
+			s.stored = now // one request records the use; the others do not wait for it
+		}
+		g.mu.Unlock()
+		if touch && !g.touch(ctx, id, p) {
+			g.release(id)
+			g.expire(ctx, id, p, "deleted or expired on another replica")
+			return false
+		}
 		return true
 	}
 	g.mu.Unlock()
-	switch {
-	case expired:
-		g.log.Info("MCP session expired", "session", id, "tenant", s.owner.tenant)
-		g.terminate(ctx, id)
-	case ok:
-		g.log.Warn("MCP session used by another principal; refused", "owner_tenant", s.owner.tenant, "tenant", p.tenant, "user", p.user)
+
+	// Unknown here, or idle here: the store knows whether another replica
+	// created or used it since.
+	if ok {
+		if !g.touch(ctx, id, p) {
+			g.expire(ctx, id, p, "expired")
+			return false
+		}
+		return g.adopt(id, p, now, now)
 	}
-	return false
+	ms, err := g.store.MCPSession(ctx, id)
+	switch {
+	case errors.Is(err, memory.ErrNotFound):
+		return false
+	case err != nil:
+		g.log.Error("read MCP session", "tenant", p.tenant, "err", err)
+		return false
+	case ms.Principal != p.hash():
+		g.log.Warn("MCP session used by another principal; refused", "tenant", p.tenant, "user", p.user)
+		return false
+	case now.Sub(ms.LastUsed) > g.idle:
+		if err := g.store.DeleteMCPSession(ctx, id); err != nil {
+			g.log.Error("delete expired MCP session", "tenant", p.tenant, "err", err)
+		}
+		return false
+	}
+	stored := ms.LastUsed
+	if now.Sub(stored) >= g.touchEvery() {
+		if !g.touch(ctx, id, p) {
+			return false
+		}
+		stored = now
+	}
+	return g.adopt(id, p, now, stored)
+}
+
+// adopt holds session id of p here, in use, after the store vouched for
+// it; stored is its last use as the store now records it.
+func (g *sessionGuard) adopt(id string, p principal, now, stored time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s, ok := g.sessions[id]
+	if !ok {
+		s = &boundSession{owner: p}
+		g.sessions[id] = s
+	}
+	if s.owner != p {
+		return false
+	}
+	s.inflight++
+	s.lastUsed = now
+	if stored.After(s.stored) {
+		s.stored = stored
+	}
+	return true
+}
+
+// touch records a use of session id in the store. It reports false when
+// the store no longer holds the session for p (deleted, or expired by its
+// stored last use); a storage error keeps the session (logged).
+func (g *sessionGuard) touch(ctx context.Context, id string, p principal) bool {
+	_, err := g.store.TouchMCPSession(ctx, id, p.hash(), g.idle)
+	switch {
+	case errors.Is(err, memory.ErrNotFound):
+		return false
+	case err != nil:
+		g.log.Error("record MCP session use", "tenant", p.tenant, "err", err)
+	}
+	return true
+}
+
+// expire drops session id here and in mcp-go, unless a request is using it.
+func (g *sessionGuard) expire(ctx context.Context, id string, p principal, why string) {
+	g.mu.Lock()
+	s, ok := g.sessions[id]
+	if !ok || s.inflight > 0 {
+		g.mu.Unlock()
+		return
+	}
+	delete(g.sessions, id)
+	g.mu.Unlock()
+	g.log.Info("MCP session "+why, "session", id, "tenant", p.tenant)
+	g.terminate(ctx, id)
 }
 
 // release ends one use of session id.
@@ -670,11 +817,14 @@ func (g *sessionGuard) release(id string) {
 	}
 }
 
-// forget drops a session the client deleted.
-func (g *sessionGuard) forget(id string) {
+// forget drops a session the client deleted, here and in the store.
+func (g *sessionGuard) forget(ctx context.Context, id string) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	delete(g.sessions, id)
+	g.mu.Unlock()
+	if err := g.store.DeleteMCPSession(ctx, id); err != nil {
+		g.log.Error("delete MCP session", "err", err)
+	}
 }
 
 func (g *sessionGuard) len() int {
@@ -683,7 +833,11 @@ func (g *sessionGuard) len() int {
 	return len(g.sessions)
 }
 
-// sweep expires idle sessions until ctx ends.
+// sweep expires idle sessions until ctx ends: the ones held here (by the
+// later of the local and the stored last use), and the stored ones of
+// every replica (by the stored last use). It also records the use of the
+// sessions held in use here, so a long SSE stream or call does not let
+// the session expire on the other replicas.
 func (g *sessionGuard) sweep(ctx context.Context) {
 	t := time.NewTicker(min(max(g.idle/4, time.Second), time.Minute))
 	defer t.Stop()
@@ -693,20 +847,35 @@ func (g *sessionGuard) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 			var expired []string
+			busy := map[string]principal{}
 			g.mu.Lock()
 			now := g.now()
 			for id, s := range g.sessions {
-				if s.inflight == 0 && now.Sub(s.lastUsed) > g.idle {
+				switch {
+				case s.inflight == 0 && now.Sub(s.seen()) > g.idle:
 					expired = append(expired, id)
 					delete(g.sessions, id)
+				case s.inflight > 0 && now.Sub(s.stored) >= g.touchEvery():
+					// in use for a long time (an SSE stream, a long call):
+					// keep it alive for the other replicas too
+					s.stored = now
+					busy[id] = s.owner
 				}
 			}
 			g.mu.Unlock()
 			for _, id := range expired {
 				g.terminate(ctx, id)
 			}
+			for id, p := range busy {
+				g.touch(tenancy.NewContext(ctx, tenancy.RequestContext{TenantID: p.tenant}), id, p)
+			}
 			if len(expired) > 0 {
 				g.log.Info("expired idle MCP sessions", "count", len(expired))
+			}
+			if n, err := g.store.DeleteIdleMCPSessions(ctx, g.idle); err != nil && ctx.Err() == nil {
+				g.log.Error("MCP session sweep failed", "err", err)
+			} else if n > 0 {
+				g.log.Info("deleted idle MCP sessions from the store", "count", n)
 			}
 		}
 	}
@@ -769,3 +938,79 @@ type discardWriter struct{ header http.Header }
 func (d *discardWriter) Header() http.Header         { return d.header }
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(int)             {}
+
+// Replica heartbeat (PostgreSQL only): how rate limits are shared by
+// replicas on one database.
+const (
+	// heartbeatInterval is how often each replica records that it is alive.
+	heartbeatInterval = time.Second
+	// heartbeatWindow is how recent a beat must be for its replica to count
+	// as live: a replica that joins or dies changes the count within it.
+	heartbeatWindow = 3 * time.Second
+)
+
+// replicaHeartbeat keeps this replica's row in the store's replicas table
+// and the number of live replicas, which the rate limiter divides each
+// tenant's limit by (tenancy.RateLimiter.Replicas states the tolerance).
+type replicaHeartbeat struct {
+	store *memory.Store
+	log   *slog.Logger
+	id    string
+	n     atomic.Int32
+}
+
+func newReplicaHeartbeat(store *memory.Store, log *slog.Logger) *replicaHeartbeat {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	h := &replicaHeartbeat{store: store, log: log, id: hex.EncodeToString(b)}
+	h.n.Store(1)
+	return h
+}
+
+// live is the number of live replicas, this one included (at least 1).
+func (h *replicaHeartbeat) live() int { return int(h.n.Load()) }
+
+// beat records one heartbeat. On a storage error the last count stays.
+func (h *replicaHeartbeat) beat(ctx context.Context) {
+	n, err := h.store.ReplicaHeartbeat(ctx, h.id, heartbeatWindow)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Error("replica heartbeat failed", "err", err)
+		}
+		return
+	}
+	if old := h.n.Swap(int32(n)); int(old) != n {
+		h.log.Info("live replicas changed; each enforces its share of the rate limits", "replicas", n, "was", old)
+	}
+}
+
+// start beats once, then every heartbeatInterval until the returned stop
+// is called; stop removes this replica's row so the others stop counting
+// it at their next beat.
+func (h *replicaHeartbeat) start(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	h.beat(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(heartbeatInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				h.beat(ctx)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer rcancel()
+		if err := h.store.RemoveReplica(rctx, h.id); err != nil {
+			h.log.Warn("remove replica heartbeat", "err", err)
+		}
+	}
+}
