@@ -1,5 +1,7 @@
 package main
 
+import "github.com/nexus-mcp/nexus-mcp/memory"
+
 // The cross-tenant matrix table: one entry per tool returned by tools/list.
 // A tool without an entry fails TestMatrixTenantIsolation, so a new tool
 // joins the matrix by adding its row here.
@@ -12,7 +14,9 @@ type mxIDs struct {
 	Obs     string // an observation of Entity (a canary)
 	RelType string // the relation type Entity -> Entity2 (a canary)
 	MsgID   string // a message id in A's inbox of coder
-	Solo    string // an agent id only A uses (unregistered, has messages)
+	Solo    string // an agent id only A uses (has messages; registered by A only in tenant agent scope)
+	Priv    string // an agent id only A registers, in tenant agent scope only
+	Shared  string // an entity name both tenants use (A's created first)
 	Project string // a project id only A uses (has a pending handoff)
 	Deleg   string // A's delegation id
 	Trace   string // A's delegation trace id
@@ -88,6 +92,8 @@ var mxTable = map[string]mxEntry{
 		{op: "search", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("query", a.Canary) }},
 		{op: "search-name", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("query", a.Entity) }},
 		{op: "search-own", control: true, args: func(_ mxIDs, b *mxFixture) map[string]any { return mxArgs("query", b.bCanary) }},
+		// under three characters the search scans the tenant's entities
+		{op: "search-short", args: func(mxIDs, *mxFixture) map[string]any { return mxArgs("query", "nr") }},
 	}},
 	"open_nodes": {probes: []mxProbe{
 		{op: "open", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("names", []any{a.Entity, a.Entity2}) }},
@@ -120,6 +126,7 @@ var mxTable = map[string]mxEntry{
 		{op: "read-a-agent", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("agentId", a.Solo) }},
 		{op: "read-shared-id", control: true, args: func(mxIDs, *mxFixture) map[string]any { return mxArgs("agentId", "coder") }},
 		{op: "replay-offset", args: func(mxIDs, *mxFixture) map[string]any { return mxArgs("agentId", "coder", "offset", 1, "limit", 1) }},
+		{op: "read-mark", args: func(mxIDs, *mxFixture) map[string]any { return mxArgs("agentId", "coder", "markAsRead", true) }},
 	}},
 	"mark_messages_read": {probes: []mxProbe{
 		{op: "update", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any {
@@ -132,6 +139,15 @@ var mxTable = map[string]mxEntry{
 		{op: "update", args: func(_ mxIDs, b *mxFixture) map[string]any {
 			return mxArgs("agentId", "planner", "name", "B", "capabilities", []any{"b"}, "endpoint", "http://127.0.0.1:9/"+b.bCanary)
 		}},
+		// tenant agent scope: an id only A registered is new to B, like a
+		// random one (global scope: a taken id, both times)
+		{op: "register-a-private", oracle: true, args: func(a mxIDs, b *mxFixture) map[string]any {
+			id := "planner"
+			if b.scope == memory.AgentScopeTenant {
+				id = a.Priv
+			}
+			return mxArgs("agentId", id, "name", "B", "capabilities", []any{"b"})
+		}},
 	}},
 	"set_agent_identity": {writes: true, probes: []mxProbe{
 		{op: "rename", args: func(mxIDs, *mxFixture) map[string]any {
@@ -143,6 +159,7 @@ var mxTable = map[string]mxEntry{
 	}},
 	"get_agent_status": {probes: []mxProbe{
 		{op: "open", args: func(mxIDs, *mxFixture) map[string]any { return mxArgs("agentId", "planner") }},
+		{op: "open-a-agent", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("agentId", a.Solo) }},
 		{op: "list", control: true, args: func(mxIDs, *mxFixture) map[string]any { return mxArgs() }},
 		{op: "list-page", args: func(mxIDs, *mxFixture) map[string]any { return mxArgs("offset", 1, "limit", 1) }},
 	}},

@@ -11,11 +11,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
@@ -28,9 +29,11 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
+	"github.com/spf13/pflag"
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -38,10 +41,16 @@ import (
 // Tenants mx-a and mx-b each have two users (a1 admin, a2; b1 admin, b2),
 // an API key per user (over HTTP the second user authenticates with an
 // HS256 JWT), and use the same agent ids (planner, coder) and project id
-// (proj-1). The server runs in its default global agent scope, where an
-// agent's id, name, capabilities, status and lastSeen are public by design;
-// A therefore puts its canaries in every other text field, including the
-// agent's endpoint and metadata, which only the owner sees.
+// (proj-1). Each transport runs in the default global agent scope, where an
+// agent's id, name, capabilities, status and lastSeen are public by design
+// (A therefore puts its canaries in every other text field, including the
+// agent's endpoint and metadata, which only the owner sees), and again in
+// tenant agent scope (--agent-scope tenant), where B also registers A's
+// agent ids and A has agents B must not see at all. The HTTP fixtures
+// also check per-tenant audit chains, membership by tenant (a user id
+// admin in A only), B's writes by an entity name A also uses, and that B
+// never signs with A's EATP key. TestMutation (mutation_test.go, build tag
+// mutation) proves the HTTP part fails when any tenant predicate goes.
 
 const (
 	mxTenantA = "mx-a"
@@ -60,8 +69,20 @@ func (r mxResp) body() string { return r.text + "\n" + r.sc + "\n" + r.rpcErr }
 
 func (r mxResp) ok() bool { return r.rpcErr == "" && !r.isErr }
 
-// mxCall calls a tool; a JSON-RPC error is returned in the response, not fatal.
+// mxCall calls a tool; a JSON-RPC error is returned in the response, not
+// fatal. While TestAuditCompleteness runs, mxAudit counts the audit rows
+// each call writes.
 func mxCall(c *client.Client, tool string, args any) mxResp {
+	if a := mxAudit; a != nil {
+		before := a.callRows()
+		r := mxCallOnce(c, tool, args)
+		a.observe(tool, r.text, r.isErr, r.rpcErr != "", a.callRows()-before)
+		return r
+	}
+	return mxCallOnce(c, tool, args)
+}
+
+func mxCallOnce(c *client.Client, tool string, args any) mxResp {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var req mcp.CallToolRequest
@@ -88,7 +109,12 @@ type mxFixture struct {
 	// (for duplicate keys) and return the raw response.
 	rawA, rawB func(tool, rawArgs string) string
 
+	env *httpEnv // the HTTP transport's server (nil over stdio)
+
 	ids      mxIDs    // A's ids
+	shared   string   // an entity name both tenants use (A's first)
+	bSharedO string   // B's observation of the shared entity
+	bSharedR string   // B's relation type from the shared entity
 	aSecrets []string // every canary and id of A
 	bCanary  string   // in every text field B writes
 	bEntity  string
@@ -103,12 +129,18 @@ type mxMetrics struct {
 	leakyResponses  int
 	oracleMismatch  int
 	aModified       int
+	spoofRuns       int // transports whose spoofs ran
 	spoofs          int
 	spoofsAccepted  int
 	spoofControlsOK int
 	spoofHonoured   int
 	stdioHonoured   int
 	replayLeaks     int
+	// sharedMisdirected counts B's changes by a shared name that missed B's entity.
+	sharedMisdirected int
+	auditChainBreaks  int
+	sharedUserAdmin   int // a user admin in A only acting as admin in B
+	foreignKeyUse     int // B's calls signed with A's trust key
 }
 
 func mxRandHex(n int) string {
@@ -128,7 +160,7 @@ func mxLike(id string) string {
 // mxRandomIDs returns random ids shaped like a's.
 func mxRandomIDs(a mxIDs) mxIDs {
 	return mxIDs{Entity: mxLike(a.Entity), Entity2: mxLike(a.Entity2), Obs: mxLike(a.Obs), RelType: mxLike(a.RelType),
-		MsgID: mxLike(a.MsgID), Solo: mxLike(a.Solo), Project: mxLike(a.Project), Deleg: mxLike(a.Deleg),
+		MsgID: mxLike(a.MsgID), Solo: mxLike(a.Solo), Priv: mxLike(a.Priv), Shared: mxLike(a.Shared), Project: mxLike(a.Project), Deleg: mxLike(a.Deleg),
 		Trace: mxLike(a.Trace), Session: mxLike(a.Session), User: "u-" + mxRandHex(4), Canary: mxLike(a.Canary)}
 }
 
@@ -138,7 +170,7 @@ func mxRandomIDs(a mxIDs) mxIDs {
 // an id shorter than 8 characters is replaced only as a whole JSON string.
 func mxPlaceholders(ids mxIDs) map[string]string {
 	ph := map[string]string{ids.Entity: "<entity>", ids.Entity2: "<entity2>", ids.Obs: "<obs>", ids.RelType: "<reltype>",
-		ids.MsgID: "<msgid>", ids.Solo: "<solo>", ids.Project: "<project>", ids.Deleg: "<deleg>", ids.Trace: "<trace>",
+		ids.MsgID: "<msgid>", ids.Solo: "<solo>", ids.Priv: "<priv>", ids.Project: "<project>", ids.Deleg: "<deleg>", ids.Trace: "<trace>",
 		ids.Session: "<session>", ids.User: "<user>", ids.Canary: "<canary>"}
 	for id, p := range maps.Clone(ph) {
 		if len(id) < 8 { // a short id (the user a1) only as a whole JSON string
@@ -281,12 +313,81 @@ func mxProvision(t *testing.T, store *memory.Store) (keys map[string]string, key
 	return keys, keyIDA, keyIDB
 }
 
+// mxStartHTTP is startHTTP with the store opened in the agent registry
+// scope and extra serve flags (startHTTP's options only reach the HTTP
+// flags; --agent-scope and --eatp-* are serve flags).
+func mxStartHTTP(t *testing.T, scope string, args ...string) *httpEnv {
+	t.Helper()
+	db := memtest.DSN(t)
+	store, err := memory.Open(context.Background(), db, memory.Options{AgentScope: scope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sf := &serveFlags{}
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	addServeFlags(fs, sf)
+	args = append([]string{"--http=127.0.0.1:0", "--jwt-secret=" + testJWTSecret, "--jwt-issuer=test-issuer",
+		"--jwt-audience=nexus", "--agent-scope=" + scope}, args...)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	jwtV, err := sf.http.jwtVerifier()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	app, err := newHTTPApp(store, logger, sf, jwtV, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.serve(ctx, ln) }()
+	stop := sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("serve did not return 30 s after cancel")
+		}
+	})
+	base := "http://" + ln.Addr().String()
+	e := &httpEnv{base: base, url: base + "/mcp", db: db, store: store, app: app, logs: logs, stop: stop}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		store.Close()
+		if t.Failed() {
+			l := logs.String()
+			t.Logf("server log (last 4 KiB):\n%s", l[max(0, len(l)-4096):])
+		}
+	})
+	return e
+}
+
 // mxHTTPFixture starts the HTTP transport with the fixture's credentials:
 // API keys for a1 and b1, HS256 JWTs for a2 and b2.
-func mxHTTPFixture(t *testing.T) *mxFixture {
-	e := startHTTP(t, httpTestOpts{})
+func mxHTTPFixture(t *testing.T) *mxFixture { return mxHTTPFixtureScope(t, memory.AgentScopeGlobal) }
+
+// mxHTTPTenantScope is mxHTTPFixture with --agent-scope tenant.
+func mxHTTPTenantScope(t *testing.T) *mxFixture {
+	return mxHTTPFixtureScope(t, memory.AgentScopeTenant)
+}
+
+func mxHTTPFixtureScope(t *testing.T, scope string) *mxFixture {
+	e := mxStartHTTP(t, scope)
+	if got := e.store.AgentScope(); got != scope {
+		t.Fatalf("store agent scope = %q, want %q", got, scope)
+	}
 	keys, ka, kb := mxProvision(t, e.store)
-	fx := &mxFixture{transport: "http", scope: memory.AgentScopeGlobal, keyIDA: ka, keyIDB: kb}
+	fx := &mxFixture{transport: "http", scope: scope, keyIDA: ka, keyIDB: kb, env: e}
 	fx.a, _ = mcpGoClient(t, e.url, bearer(keys["a1"]), false)
 	fx.a2, _ = mcpGoClient(t, e.url, bearer(testJWT(t, mxTenantA, "a2")), false)
 	fx.b, _ = mcpGoClient(t, e.url, bearer(keys["b1"]), false)
@@ -314,7 +415,7 @@ func mxStdioTenantScope(t *testing.T) *mxFixture {
 }
 
 func mxStdioFixtureScope(t *testing.T, scope string) *mxFixture {
-	db := filepath.Join(t.TempDir(), "n.db")
+	db := memtest.DSN(t)
 	store, err := memory.Open(context.Background(), db, memory.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -412,19 +513,32 @@ func mxSeed(t *testing.T, fx *mxFixture) {
 		secrets = append(secrets, s)
 		return s
 	}
-	a := mxIDs{User: "a1", Solo: "solo-" + mxRandHex(6), Project: "projA-" + mxRandHex(6)}
+	a := mxIDs{User: "a1", Solo: "solo-" + mxRandHex(6), Priv: "priv-" + mxRandHex(6), Project: "projA-" + mxRandHex(6)}
+	// not a.Priv: B registers that id for itself (register-a-private); A's
+	// agent of that id carries canaries in its name
 	secrets = append(secrets, a.Solo, a.Project)
 	mxMust(t, fx.a, "register_agent", mxArgs("agentId", "planner", "name", "Planner", "capabilities", []any{"planning"},
 		"endpoint", "http://127.0.0.1:1/"+cn(), "metadata", mxArgs("note", cn())))
 	mxMust(t, fx.a2, "register_agent", mxArgs("agentId", "coder", "name", "Coder", "capabilities", []any{"go"},
 		"endpoint", "http://127.0.0.1:1/"+cn(), "metadata", mxArgs("note", cn())))
 	mxMust(t, fx.a, "set_agent_identity", mxArgs("newAgentId", "coder", "metadata", mxArgs("note", cn(), "deep", mxArgs("k", cn()))))
+	if fx.scope == memory.AgentScopeTenant { // A's private agent: B must not see, count or message it
+		mxMust(t, fx.a, "register_agent", mxArgs("agentId", a.Solo, "name", "Solo "+cn(), "capabilities", []any{"planning", "go"},
+			"endpoint", "http://127.0.0.1:1/"+cn(), "metadata", mxArgs("note", cn())))
+		mxMust(t, fx.a, "register_agent", mxArgs("agentId", a.Priv, "name", "Priv "+cn(), "capabilities", []any{"private"}))
+	}
 	a.Entity, a.Entity2, a.Obs, a.RelType, a.Canary = cn(), cn(), cn(), cn(), cn()
 	mxMust(t, fx.a, "create_entities", mxArgs("entities", []any{
 		mxArgs("name", a.Entity, "entityType", cn(), "observations", []any{a.Obs, a.Canary}, "aliases", []any{cn()}, "metadata", mxArgs("k", cn())),
 		mxArgs("name", a.Entity2, "entityType", cn(), "observations", []any{cn()}),
 	}))
 	mxMust(t, fx.a2, "create_relations", mxArgs("relations", []any{mxArgs("from", a.Entity, "to", a.Entity2, "relationType", a.RelType, "properties", mxArgs("k", cn()))}))
+	// An entity name both tenants use, A's first (B's statements by name
+	// must resolve to B's entity, never to A's older one).
+	fx.shared = "shared-" + mxRandHex(6)
+	a.Shared = fx.shared
+	mxMust(t, fx.a, "create_entities", mxArgs("entities", []any{mxArgs("name", fx.shared, "entityType", "t", "observations", []any{cn()})}))
+	mxMust(t, fx.a, "create_relations", mxArgs("relations", []any{mxArgs("from", fx.shared, "to", a.Entity2, "relationType", cn())}))
 	mxMust(t, fx.a, "add_observations", mxArgs("observations", []any{mxArgs("entityName", a.Entity2, "contents", []any{cn()})}))
 	sent := mxMust(t, fx.a, "send_ai_message", mxArgs("from", "planner", "to", "coder", "content", cn(), "messageType", "task", "priority", "high"))
 	a.MsgID = id(mxFirstMessageID(sent))
@@ -461,6 +575,10 @@ func mxSeed(t *testing.T, fx *mxFixture) {
 		}
 	}
 	mxMust(t, fx.b, "create_entities", mxArgs("entities", []any{mxArgs("name", fx.bEntity, "entityType", "t", "observations", []any{fx.bCanary})}))
+	fx.bSharedO, fx.bSharedR = "b-obs-"+fx.bCanary, "b-rel-"+fx.bCanary
+	mxMust(t, fx.b, "create_entities", mxArgs("entities", []any{mxArgs("name", fx.shared, "entityType", "t", "observations", []any{fx.bSharedO})}))
+	mxMust(t, fx.b, "create_relations", mxArgs("relations", []any{mxArgs("from", fx.shared, "to", fx.bEntity, "relationType", fx.bSharedR),
+		mxArgs("from", fx.bEntity, "to", fx.shared, "relationType", fx.bSharedR+"-in")}))
 	mxMust(t, fx.b2, "send_ai_message", mxArgs("from", fx.bAgent, "to", "coder", "content", "b msg "+fx.bCanary))
 	mxMust(t, fx.b2, "send_ai_message", mxArgs("from", fx.bAgent, "to", "coder", "content", "b msg 2 "+fx.bCanary))
 	mxMust(t, fx.b, "record_learning", mxArgs("agentId", "planner", "context", "b", "lesson", "b lesson "+fx.bCanary))
@@ -488,6 +606,8 @@ func mxSnapshotA(a mxIDs) [][2]any {
 	return [][2]any{
 		{"read_graph", mxArgs()},
 		{"open_nodes", mxArgs("names", []any{a.Entity, a.Entity2})},
+		// with updatedAt, which B's changes to its same-named entity must not touch
+		{"search_entities", mxArgs("query", a.Shared, "searchType", "exact")},
 		{"get_ai_messages", mxArgs("agentId", "coder", "limit", 100)},
 		{"get_ai_messages", mxArgs("agentId", "planner", "limit", 100)},
 		{"get_ai_messages", mxArgs("agentId", a.Solo, "limit", 100)},
@@ -572,6 +692,7 @@ func TestMatrixTenantIsolation(t *testing.T) {
 		{"stdio", mxStdioFixture, true},
 		{"http", mxHTTPFixture, true},
 		{"stdio_agent_scope_tenant", mxStdioTenantScope, false},
+		{"http_agent_scope_tenant", mxHTTPTenantScope, false},
 	}
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
@@ -595,6 +716,9 @@ func TestMatrixTenantIsolation(t *testing.T) {
 			if tr.spoofs {
 				t.Run("spoofed_args", func(t *testing.T) { mxSpoofs(t, fx, names, m) })
 			}
+			t.Run("shared_user", func(t *testing.T) { mxSharedUser(t, fx, m) })
+			t.Run("audit_chains", func(t *testing.T) { mxAuditChains(t, fx, m) })
+			t.Run("trust_key", func(t *testing.T) { mxTrustKey(t, fx, m) })
 		})
 	}
 	m.mu.Lock()
@@ -605,10 +729,14 @@ func TestMatrixTenantIsolation(t *testing.T) {
 	t.Logf("metric oracle_mismatches=%d", m.oracleMismatch)
 	t.Logf("metric a_objects_modified=%d", m.aModified)
 	t.Logf("metric replay_leaks=%d", m.replayLeaks)
+	t.Logf("metric shared_name_misdirected=%d", m.sharedMisdirected)
+	t.Logf("metric shared_user_admin_elsewhere=%d", m.sharedUserAdmin)
+	t.Logf("metric audit_chain_breaks=%d", m.auditChainBreaks)
+	t.Logf("metric foreign_trust_key_uses=%d", m.foreignKeyUse)
 	t.Logf("metric spoof_calls=%d", m.spoofs)
 	t.Logf("metric spoofs_accepted_ignored=%d", m.spoofsAccepted)
 	t.Logf("metric spoof_controls_ok=%d", m.spoofControlsOK)
-	if m.spoofControlsOK < 2*2*20 {
+	if m.spoofControlsOK < m.spoofRuns*2*20 {
 		t.Errorf("only %d unspoofed control calls succeeded; the spoof refusals prove little", m.spoofControlsOK)
 	}
 	t.Logf("metric spoofed_args_honoured=%d", m.spoofHonoured)
@@ -660,6 +788,7 @@ func mxCrossTenant(t *testing.T, fx *mxFixture, names []string, readOnly map[str
 			}
 		}
 	}
+	mxSharedName(t, fx, m) // B's changes by a name A also uses leave A's entity alone
 	after := mxSnapshot(t, fx.a, reads)
 	n := mxChanged(t, "A's objects after B's attempts", reads, before, after)
 	// A's handoffs were not consumed by B: A takes each exactly once (control).
@@ -679,6 +808,157 @@ func mxCrossTenant(t *testing.T, fx *mxFixture, names []string, readOnly map[str
 	m.mu.Unlock()
 }
 
+// mxSharedName: B's own changes addressed by a name A also uses reach
+// B's entity, never A's older one of the same name.
+func mxSharedName(t *testing.T, fx *mxFixture, m *mxMetrics) {
+	bad := 0
+	open := mxArgs("names", []any{fx.shared})
+	if got := mxCall(fx.b, "open_nodes", open); !got.ok() || !strings.Contains(got.body(), fx.bSharedO) {
+		t.Errorf("control: B's open_nodes(%s) = %.400s, want B's observation %s", fx.shared, got.body(), fx.bSharedO)
+	}
+	if r := mxCall(fx.b, "delete_observations", mxArgs("deletions", []any{mxArgs("entityName", fx.shared, "observations", []any{fx.bSharedO})})); !r.ok() {
+		t.Errorf("B deletes its observation of %s: %.400s", fx.shared, r.body())
+	}
+	// B's page holding its shared entity lists the relation from it
+	found := false
+	for off := 0; off < 20 && !found; off++ {
+		r := mxCall(fx.b, "read_graph", mxArgs("limit", 1, "offset", off))
+		if !r.ok() || !strings.Contains(r.sc, `"entities":[{`) {
+			break
+		}
+		if strings.Contains(r.sc, `"name":"`+fx.shared+`"`) {
+			found = true
+			if !strings.Contains(r.sc, fx.bSharedR) {
+				bad++
+				t.Errorf("B's read_graph page %d with its entity %s lacks its relation %s: %.400s", off, fx.shared, fx.bSharedR, r.sc)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("control: no page of B's read_graph(limit 1) holds its entity %s", fx.shared)
+	}
+	if r := mxCall(fx.b, "delete_relations", mxArgs("relations", []any{mxArgs("from", fx.shared, "to", fx.bEntity, "relationType", fx.bSharedR),
+		mxArgs("from", fx.bEntity, "to", fx.shared, "relationType", fx.bSharedR+"-in")})); !r.ok() {
+		t.Errorf("B deletes its relations of %s: %.400s", fx.shared, r.body())
+	}
+	got := mxCall(fx.b, "open_nodes", open)
+	if !strings.Contains(got.body(), fx.shared) || strings.Contains(got.body(), fx.bSharedO) {
+		bad++
+		t.Errorf("B's open_nodes(%s) after B deleted its observation = %.400s, want the entity without %s", fx.shared, got.body(), fx.bSharedO)
+	}
+	if g := mxCall(fx.b, "read_graph", mxArgs()); !g.ok() || strings.Contains(g.body(), fx.bSharedR) {
+		bad++
+		t.Errorf("B's read_graph after B deleted its relation %s = %.400s", fx.bSharedR, g.body())
+	}
+	m.mu.Lock()
+	m.sharedMisdirected += bad
+	m.mu.Unlock()
+}
+
+// mxTotalMismatch checks a list answer of B: when the first page holds
+// every row (no offset, fewer rows than the limit), its total must count
+// exactly those rows; a total that counts another tenant's rows fails.
+func mxTotalMismatch(args map[string]any, r mxResp) string {
+	if !r.ok() || args["offset"] != nil {
+		return ""
+	}
+	var v map[string]any
+	if json.Unmarshal([]byte(r.sc), &v) != nil {
+		return ""
+	}
+	total, ok := v["total"].(float64)
+	if !ok {
+		return ""
+	}
+	limit, _ := v["limit"].(float64)
+	for _, k := range []string{"agents", "rows", "delegations", "sessions", "entities", "messages"} {
+		rows, ok := v[k].([]any)
+		if !ok {
+			continue
+		}
+		if (limit == 0 || float64(len(rows)) < limit) && float64(len(rows)) != total {
+			return fmt.Sprintf("total %v but %d %s on a complete first page", total, len(rows), k)
+		}
+	}
+	return ""
+}
+
+// mxAuditChains checks each tenant's audit hash chain over the HTTP
+// fixture's store: a row chained to another tenant's breaks it.
+func mxAuditChains(t *testing.T, fx *mxFixture, m *mxMetrics) {
+	if fx.env == nil {
+		return
+	}
+	for _, tenant := range []string{mxTenantA, mxTenantB} {
+		chk, err := fx.env.store.VerifyAudit(context.Background(), tenant)
+		if err != nil || !chk.OK || chk.Rows == 0 {
+			m.mu.Lock()
+			m.auditChainBreaks++
+			m.mu.Unlock()
+			t.Errorf("VerifyAudit(%s) = %+v, %v; want an intact, non-empty chain", tenant, chk, err)
+		}
+	}
+}
+
+// mxTrustKey: once A has an EATP signing key, A's prepared calls are
+// signed (control) and B's, without a key of its own, are not: B never
+// signs with A's key. Over HTTP only (the store is in-process).
+func mxTrustKey(t *testing.T, fx *mxFixture, m *mxMetrics) {
+	if fx.env == nil {
+		return
+	}
+	if _, err := fx.env.store.CreateTrustKey(context.Background(), mxTenantA, delegation.AlgHMACSHA256); err != nil {
+		t.Fatal(err)
+	}
+	signed := func(r mxResp) bool { return strings.Contains(strings.ToLower(r.sc), "x-eatp-signature") }
+	mxMust(t, fx.a, "register_agent", mxArgs("agentId", "a-sig-1", "name", "A", "capabilities", []any{"a"}))
+	mxMust(t, fx.a, "register_agent", mxArgs("agentId", "a-sig-2", "name", "A", "capabilities", []any{"a"}, "endpoint", "http://127.0.0.1:1/a"))
+	a := mxCall(fx.a, "prepare_agent_call", mxArgs("calling_agent", "a-sig-1", "target_agent", "a-sig-2", "tool_name", "read_graph"))
+	if !a.ok() || !signed(a) {
+		t.Errorf("control: A's prepare_agent_call to its agent with an endpoint = %.400s, want signed headers", a.body())
+	}
+	mxMust(t, fx.b, "register_agent", mxArgs("agentId", "b-sig-1", "name", "B", "capabilities", []any{"b"}))
+	mxMust(t, fx.b, "register_agent", mxArgs("agentId", "b-sig-2", "name", "B", "capabilities", []any{"b"}, "endpoint", "http://127.0.0.1:1/b"))
+	b := mxCall(fx.b, "prepare_agent_call", mxArgs("calling_agent", "b-sig-1", "target_agent", "b-sig-2", "tool_name", "read_graph"))
+	if !b.ok() || signed(b) {
+		m.mu.Lock()
+		m.foreignKeyUse++
+		m.mu.Unlock()
+		t.Errorf("B (no key) prepare_agent_call = %.400s, want unsigned headers", b.body())
+	}
+}
+
+// mxSharedUser: a user id that is admin in A and no member of B gets no
+// admin rights in B (membership is per tenant), with A's as the control.
+func mxSharedUser(t *testing.T, fx *mxFixture, m *mxMetrics) {
+	if fx.env == nil {
+		return
+	}
+	ctx := context.Background()
+	keys := map[string]string{}
+	for _, tenant := range []string{mxTenantA, mxTenantB} {
+		key, _, err := fx.env.store.CreateAPIKey(ctx, memory.NewKey{TenantID: tenant, UserID: "ux"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[tenant] = key
+	}
+	if err := fx.env.store.SetMember(ctx, mxTenantA, "ux", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := mcpGoClient(t, fx.env.url, bearer(keys[mxTenantA]), false)
+	cb, _ := mcpGoClient(t, fx.env.url, bearer(keys[mxTenantB]), false)
+	if r := mxCall(ca, "get_audit_log", mxArgs()); !r.ok() {
+		t.Errorf("control: ux, admin of A, get_audit_log in A = %.300s, want rows", r.body())
+	}
+	if r := mxCall(cb, "get_audit_log", mxArgs()); r.ok() {
+		m.mu.Lock()
+		m.sharedUserAdmin++
+		m.mu.Unlock()
+		t.Errorf("ux, admin of A only, read B's audit log: %.300s", r.body())
+	}
+}
+
 // mxProbeOnce runs one probe as caller c of tenant B: canary scan, positive
 // control, and the existence oracle against random ids.
 func mxProbeOnce(t *testing.T, fx *mxFixture, name string, p mxProbe, c *client.Client, m *mxMetrics) {
@@ -693,6 +973,10 @@ func mxProbeOnce(t *testing.T, fx *mxFixture, name string, p mxProbe, c *client.
 		t.Errorf("control: B %s(%v) = %.600s, want B's own %s or %s", name, args, r.body(), fx.bCanary, fx.bAgent)
 	}
 	mismatch := 0
+	if why := mxTotalMismatch(args, r); why != "" {
+		mismatch++
+		t.Errorf("B %s/%s: %s (counts rows B cannot see): %.400s", name, p.op, why, r.sc)
+	}
 	if p.oracle {
 		rnd := mxRandomIDs(a)
 		rargs := p.args(rnd, fx)
@@ -768,6 +1052,9 @@ func mxNested(base map[string]any, key, val string) (map[string]any, bool) {
 // refused (isError) or ignored; the victim's objects must not change and
 // no answer may carry the victim's data.
 func mxSpoofs(t *testing.T, fx *mxFixture, names []string, m *mxMetrics) {
+	m.mu.Lock()
+	m.spoofRuns++
+	m.mu.Unlock()
 	attackers := []struct {
 		who                string
 		c                  *client.Client
@@ -1075,4 +1362,110 @@ func TestMatrixIdentityHeaders(t *testing.T) {
 		t.Errorf("control: A's own X-EATP-Session-ID left its session untouched (%s); the check above proves nothing", got.sc)
 	}
 	t.Logf("metric header_overrides=%d", overrides)
+}
+
+// TestMatrixHumanOriginEnforcing (I3, enforcing mode): a request with
+// tenant A's credential whose X-EATP-Human-Origin names tenant B is
+// refused with 403 and audited in A as a trust denial; the same request
+// without the header, or naming A, succeeds (controls). The symmetric
+// case (B's credential naming A) is refused too.
+func TestMatrixHumanOriginEnforcing(t *testing.T) {
+	e := mxStartHTTP(t, memory.AgentScopeGlobal, "--eatp-mode=enforcing")
+	keys, _, _ := mxProvision(t, e.store)
+	for tenant, agent := range map[string]string{mxTenantA: "a-agent", mxTenantB: "b-agent", mxTenantA + " ": "a-agent2"} {
+		tenant = strings.TrimSpace(tenant)
+		if _, _, err := e.store.RegisterAgent(actAs(tenant), memory.AgentRegistration{ID: agent, Name: agent}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	origin := func(tenant, user string) string {
+		b, _ := json.Marshal(map[string]any{"user_id": user, "tenant_id": tenant, "display_name": user})
+		return base64.StdEncoding.EncodeToString(b)
+	}
+	trust := func(key, agent string, extra ...string) map[string]string {
+		return with(bearer(key), append([]string{delegation.HeaderTraceID, "eatp-mcp-" + mxRandHex(8), delegation.HeaderAgentID, agent}, extra...)...)
+	}
+	denials := func(tenant string) int {
+		n := 0
+		for _, r := range auditOf(t, e.store, tenant) {
+			if r.Event.Action == "trust.denied" && r.Event.Outcome == memory.OutcomeDenied {
+				n++
+			}
+		}
+		return n
+	}
+	refusedOK := 0
+	for _, tc := range []struct {
+		name   string
+		hdr    map[string]string
+		want   int
+		tenant string // whose audit gets the denial row
+	}{
+		{"A without human origin (control)", trust(keys["a1"], "a-agent"), http.StatusOK, ""},
+		{"A with human origin naming A (control)", trust(keys["a1"], "a-agent", delegation.HeaderHumanOrigin, origin(mxTenantA, "a1")), http.StatusOK, ""},
+		{"A with human origin naming B", trust(keys["a1"], "a-agent", delegation.HeaderHumanOrigin, origin(mxTenantB, "b1")), http.StatusForbidden, mxTenantA},
+		{"B with human origin naming B (control)", trust(keys["b1"], "b-agent", delegation.HeaderHumanOrigin, origin(mxTenantB, "b1")), http.StatusOK, ""},
+		{"B with human origin naming A", trust(keys["b1"], "b-agent", delegation.HeaderHumanOrigin, origin(mxTenantA, "a1")), http.StatusForbidden, mxTenantB},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var before int
+			if tc.tenant != "" {
+				before = denials(tc.tenant)
+			}
+			r := rawDo(t, http.MethodPost, e.url, tc.hdr, strings.NewReader(rawInitialize))
+			if r.status != tc.want {
+				t.Fatalf("initialize = %d %q, want %d", r.status, r.body, tc.want)
+			}
+			if tc.tenant == "" {
+				return
+			}
+			refusedOK++
+			if strings.Contains(r.body, mxTenantA) || strings.Contains(r.body, mxTenantB) {
+				t.Errorf("refusal body %q echoes a tenant id", r.body)
+			}
+			if got := denials(tc.tenant) - before; got != 1 {
+				t.Errorf("trust.denied rows of %s grew by %d, want 1", tc.tenant, got)
+			}
+		})
+	}
+	t.Logf("metric human_origin_cross_tenant_refused=%d/2", refusedOK)
+
+	// X-EATP-Trace-ID naming A's delegation, sent by B, is an unknown
+	// trace for B (accepted like a random one); A's own trace with the
+	// wrong agent is refused (control: the trace is looked up).
+	ca, _ := mcpGoClient(t, e.url, trust(keys["a1"], "a-agent"), false)
+	prep := mxMust(t, ca, "prepare_agent_call", mxArgs("calling_agent", "a-agent", "target_agent", "a-agent2", "tool_name", "read_graph"))
+	aTrace, _ := prep["eatp_trace_id"].(string)
+	aSession, _ := mxMust(t, ca, "create_trust_session", mxArgs("human_origin", mxArgs("display_name", "a")))["session_id"].(string)
+	for _, tc := range []struct {
+		name string
+		hdr  map[string]string
+		want int
+	}{
+		{"A's trace with an agent it does not target (control)", with(bearer(keys["a1"]), delegation.HeaderTraceID, aTrace, delegation.HeaderAgentID, "a-agent"), http.StatusForbidden},
+		{"A's trace with its target (control)", with(bearer(keys["a1"]), delegation.HeaderTraceID, aTrace, delegation.HeaderAgentID, "a-agent2"), http.StatusOK},
+		{"B with A's trace", with(bearer(keys["b1"]), delegation.HeaderTraceID, aTrace, delegation.HeaderAgentID, "b-agent"), http.StatusOK},
+		// X-EATP-Session-ID must name an active session of the caller's tenant
+		{"A with its trust session (control)", trust(keys["a1"], "a-agent", delegation.HeaderSessionID, aSession), http.StatusOK},
+		{"B with A's trust session", trust(keys["b1"], "b-agent", delegation.HeaderSessionID, aSession), http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r := rawDo(t, http.MethodPost, e.url, tc.hdr, strings.NewReader(rawInitialize)); r.status != tc.want {
+				t.Errorf("initialize = %d %q, want %d", r.status, r.body, tc.want)
+			}
+		})
+	}
+	// A completes its delegation (control for verify_agent_response's
+	// write); B's attempt on the same id is not found, like a random id.
+	verify := func(id string) map[string]any {
+		return mxArgs("delegation_id", id, "response", mxArgs("content", []any{}))
+	}
+	cb, _ := mcpGoClient(t, e.url, trust(keys["b1"], "b-agent"), false)
+	aDeleg, _ := prep["delegation_id"].(string)
+	rnd := mxLike(aDeleg)
+	rb, rr := mxCall(cb, "verify_agent_response", verify(aDeleg)), mxCall(cb, "verify_agent_response", verify(rnd))
+	if mxNormalize(rb, map[string]string{aDeleg: "<id>"}) != mxNormalize(rr, map[string]string{rnd: "<id>"}) {
+		t.Errorf("B verify_agent_response(A's delegation) = %.300s; random id: %.300s", rb.body(), rr.body())
+	}
+	mxMust(t, ca, "verify_agent_response", verify(aDeleg))
 }
