@@ -260,35 +260,20 @@ func (s *Store) IndividualMemory(ctx context.Context, agent string) (IndividualM
 	if err != nil {
 		return IndividualMemory{}, err
 	}
-	k := cacheKey{tenantID: tenant, agentID: agent}
-	c := s.collab.individual
-	live := s.agentCachesLive()
-	var (
-		e  individualEntry
-		ok bool
-	)
-	if live {
-		e, ok = c.get(k)
-	}
-	if !ok {
-		epoch := c.begin()
-		err = s.read(ctx, func(t *txn) error {
-			var err error
-			if e.prefs, err = preferencesJSON(t, tenant, agent); err != nil {
-				return err
-			}
-			if e.learnings, e.learningsTotal, err = recentLearnings(t, tenant, agent, individualLearnings); err != nil {
-				return err
-			}
-			e.caps, err = ownCapabilities(t, tenant, agent)
-			return err
-		})
-		if err != nil {
-			return IndividualMemory{}, err
+	e, err := cachedRead(ctx, s, s.collab.individual, cacheKey{tenantID: tenant, agentID: agent}, func(t *txn) (individualEntry, error) {
+		var e individualEntry
+		var err error
+		if e.prefs, err = preferencesJSON(t, tenant, agent); err != nil {
+			return e, err
 		}
-		if live {
-			c.fill(k, e, epoch)
+		if e.learnings, e.learningsTotal, err = recentLearnings(t, tenant, agent, individualLearnings); err != nil {
+			return e, err
 		}
+		e.caps, err = ownCapabilities(t, tenant, agent)
+		return e, err
+	})
+	if err != nil {
+		return IndividualMemory{}, err
 	}
 	prefs, err := prefsObject(e.prefs)
 	if err != nil {
@@ -310,30 +295,40 @@ func (s *Store) Preferences(ctx context.Context, agent string) (map[string]any, 
 	if err != nil {
 		return nil, err
 	}
-	k := cacheKey{tenantID: tenant, agentID: agent}
-	c := s.collab.prefs
-	live := s.agentCachesLive()
-	var (
-		p  string
-		ok bool
-	)
-	if live {
-		p, ok = c.get(k)
-	}
-	if !ok {
-		epoch := c.begin()
-		err = s.read(ctx, func(t *txn) error {
-			p, err = preferencesJSON(t, tenant, agent)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		if live {
-			c.fill(k, p, epoch)
-		}
+	p, err := cachedRead(ctx, s, s.collab.prefs, cacheKey{tenantID: tenant, agentID: agent}, func(t *txn) (string, error) {
+		return preferencesJSON(t, tenant, agent)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return prefsObject(p)
+}
+
+// cachedRead returns k's entry of c, or reads it with load in one read
+// transaction and caches it. While the caches are not live (a PostgreSQL
+// listener reconnecting) it always reads and caches nothing.
+func cachedRead[V any](ctx context.Context, s *Store, c *tenantCache[V], k cacheKey, load func(t *txn) (V, error)) (V, error) {
+	live := s.agentCachesLive()
+	if live {
+		if v, ok := c.get(k); ok {
+			return v, nil
+		}
+	}
+	epoch := c.begin()
+	var v V
+	err := s.read(ctx, func(t *txn) error {
+		var err error
+		v, err = load(t)
+		return err
+	})
+	if err != nil {
+		var zero V
+		return zero, err
+	}
+	if live {
+		c.fill(k, v, epoch)
+	}
+	return v, nil
 }
 
 // SetPreferences merges patch into agent's preferences as a JSON merge patch

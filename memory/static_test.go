@@ -10,116 +10,19 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
 // T4 of the security test plan: a static check that every SQL statement in
 // this package that touches a tenant table carries a tenant predicate, and
 // that every tenant table keys its rows and references by tenant.
 
-// sqlStmt is one SQL statement found in the package's source: a string
-// literal, or a concatenation of literals and constants, that starts with
-// a statement keyword. Parts that are not constant are kept as ⟨expr⟩.
-type sqlStmt struct {
-	pos  string // file:line
-	text string
-}
+type sqlStmt = memtest.Statement
 
-// sqlStart matches the start of a statement (the package writes SQL
-// keywords in upper case; English text rarely starts so).
-var sqlStart = regexp.MustCompile(`^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\s`)
-
-// collectSQL parses the given Go files and returns their SQL statements.
-// Constants (package-level and function-local) are folded into the
-// statements that use them.
 func collectSQL(t *testing.T, fset *token.FileSet, files []*ast.File) []sqlStmt {
 	t.Helper()
-	global := map[string]ast.Expr{}
-	for _, f := range files {
-		for _, d := range f.Decls {
-			if gd, ok := d.(*ast.GenDecl); ok && gd.Tok == token.CONST {
-				addConsts(global, gd)
-			}
-		}
-	}
-	var out []sqlStmt
-	for _, f := range files {
-		for _, d := range f.Decls {
-			local := map[string]ast.Expr{}
-			if fd, ok := d.(*ast.FuncDecl); ok && fd.Body != nil {
-				ast.Inspect(fd.Body, func(n ast.Node) bool {
-					if gd, ok := n.(*ast.GenDecl); ok && gd.Tok == token.CONST {
-						addConsts(local, gd)
-					}
-					return true
-				})
-			}
-			var fold func(e ast.Expr, depth int) string
-			fold = func(e ast.Expr, depth int) string {
-				if depth > 32 {
-					return "⟨deep⟩"
-				}
-				switch x := e.(type) {
-				case *ast.BasicLit:
-					if x.Kind == token.STRING {
-						if s, err := strconv.Unquote(x.Value); err == nil {
-							return s
-						}
-					}
-				case *ast.ParenExpr:
-					return fold(x.X, depth+1)
-				case *ast.Ident:
-					if v, ok := local[x.Name]; ok {
-						return fold(v, depth+1)
-					}
-					if v, ok := global[x.Name]; ok {
-						return fold(v, depth+1)
-					}
-					return "⟨" + x.Name + "⟩"
-				case *ast.BinaryExpr:
-					if x.Op == token.ADD {
-						return fold(x.X, depth+1) + fold(x.Y, depth+1)
-					}
-				}
-				return "⟨expr⟩"
-			}
-			ast.Inspect(d, func(n ast.Node) bool {
-				var e ast.Expr
-				switch x := n.(type) {
-				case *ast.BasicLit:
-					if x.Kind != token.STRING {
-						return true
-					}
-					e = x
-				case *ast.BinaryExpr:
-					if x.Op != token.ADD {
-						return true
-					}
-					e = x
-				default:
-					return true
-				}
-				s := fold(e, 0)
-				if !sqlStart.MatchString(s) {
-					return true // a fragment: its statement is checked where it is used
-				}
-				p := fset.Position(e.Pos())
-				out = append(out, sqlStmt{pos: filepath.Base(p.Filename) + ":" + strconv.Itoa(p.Line), text: s})
-				return false // the outermost concatenation is the statement
-			})
-		}
-	}
-	return out
-}
-
-func addConsts(m map[string]ast.Expr, gd *ast.GenDecl) {
-	for _, sp := range gd.Specs {
-		vs := sp.(*ast.ValueSpec)
-		for i, name := range vs.Names {
-			if i < len(vs.Values) {
-				m[name.Name] = vs.Values[i]
-			}
-		}
-	}
+	return memtest.SQLStatements(fset, files)
 }
 
 var (
@@ -217,17 +120,17 @@ func TestStaticTenantPredicates(t *testing.T) {
 	used := make([]bool, len(sqlAllow))
 	violations, allowedN := 0, 0
 	for _, st := range stmts {
-		why := sqlViolation(st.text, tables)
+		why := sqlViolation(st.Text, tables)
 		if why == "" {
 			continue
 		}
-		if i, ok := allowed(st.pos, st.text); ok {
+		if i, ok := allowed(st.Pos, st.Text); ok {
 			used[i] = true
 			allowedN++
 			continue
 		}
 		violations++
-		t.Errorf("%s: %s without a tenant predicate:\n%s", st.pos, why, strings.TrimSpace(st.text))
+		t.Errorf("%s: %s without a tenant predicate:\n%s", st.Pos, why, strings.TrimSpace(st.Text))
 	}
 	for i, u := range used {
 		if !u {
@@ -268,7 +171,7 @@ func TestStaticTenantPredicates(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := collectSQL(t, fs, []*ast.File{f})
-		if len(got) != 2 || sqlViolation(got[0].text, tables) == "" || sqlViolation(got[1].text, tables) != "" {
+		if len(got) != 2 || sqlViolation(got[0].Text, tables) == "" || sqlViolation(got[1].Text, tables) != "" {
 			t.Errorf("collectSQL on a fixture = %+v, want the folded statement flagged and the second not", got)
 		}
 	})

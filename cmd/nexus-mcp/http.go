@@ -988,25 +988,10 @@ func (h *replicaHeartbeat) beat(ctx context.Context) {
 // is called; stop removes this replica's row so the others stop counting
 // it at their next beat.
 func (h *replicaHeartbeat) start(ctx context.Context) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
 	h.beat(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(heartbeatInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				h.beat(ctx)
-			}
-		}
-	}()
+	stopBeats := every(ctx, heartbeatInterval, h.beat)
 	return func() {
-		cancel()
-		<-done
+		stopBeats()
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer rcancel()
 		if err := h.store.RemoveReplica(rctx, h.id); err != nil {

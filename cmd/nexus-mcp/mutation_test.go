@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
 // The mutation check of the isolation matrix (security test plan T3):
@@ -290,14 +291,14 @@ func TestMutation(t *testing.T) {
 	justified := 0
 	usedUn := make([]bool, len(mtUnexercised))
 	for _, st := range unexercised {
-		sites := len(memory.MutantSites(st.text))
+		sites := len(memory.MutantSites(st.Text))
 		if i := mtUnexercisedEntry(st); i >= 0 {
 			usedUn[i] = true
 			justified += sites
-			t.Logf("unexercised %s (%d predicates): %s", st.pos, sites, mtUnexercised[i].reason)
+			t.Logf("unexercised %s (%d predicates): %s", st.Pos, sites, mtUnexercised[i].reason)
 			continue
 		}
-		t.Errorf("%s: statement with %d tenant predicates never ran in the matrix (each counts as a survivor):\n%s", st.pos, sites, strings.TrimSpace(st.text))
+		t.Errorf("%s: statement with %d tenant predicates never ran in the matrix (each counts as a survivor):\n%s", st.Pos, sites, strings.TrimSpace(st.Text))
 	}
 	for i, u := range usedUn {
 		if !u {
@@ -306,7 +307,7 @@ func TestMutation(t *testing.T) {
 	}
 	total := len(mutants)
 	for _, st := range unexercised {
-		total += len(memory.MutantSites(st.text))
+		total += len(memory.MutantSites(st.Text))
 	}
 	t.Logf("metric mutation_statements_recorded=%d", len(stmts))
 	t.Logf("metric mutation_statements_unexercised=%d", len(unexercised))
@@ -334,8 +335,8 @@ func mtEquivalentEntry(m *mtMutant) int {
 }
 
 func mtUnexercisedEntry(st mtStmt) int {
-	s := mtNorm(st.text)
-	file := strings.SplitN(st.pos, ":", 2)[0]
+	s := mtNorm(st.Text)
+	file := strings.SplitN(st.Pos, ":", 2)[0]
 	for i, e := range mtUnexercised {
 		if e.file == file && strings.Contains(s, e.fragment) {
 			return i
@@ -374,9 +375,7 @@ func mtRecorded(t *testing.T, file string) []string {
 }
 
 // mtStmt is a SQL statement of the memory package's source.
-type mtStmt struct {
-	pos, text string
-}
+type mtStmt = memtest.Statement
 
 // mtUnexercisedStatements returns the source statements with a tenant
 // predicate that match none of the recorded ones. Source parts that are
@@ -395,10 +394,10 @@ func mtUnexercisedStatements(t *testing.T, recorded []string) []mtStmt {
 	var out []mtStmt
 	matched := 0
 	for _, st := range src {
-		if len(memory.MutantSites(st.text)) == 0 {
+		if len(memory.MutantSites(st.Text)) == 0 {
 			continue
 		}
-		parts := hole.Split(mtNorm(st.text), -1)
+		parts := hole.Split(mtNorm(st.Text), -1)
 		for i, p := range parts {
 			parts[i] = regexp.QuoteMeta(strings.TrimSpace(p))
 		}
@@ -423,13 +422,8 @@ func mtUnexercisedStatements(t *testing.T, recorded []string) []mtStmt {
 	return out
 }
 
-// mtSQLStart matches the start of a statement, as memory/static_test.go.
-var mtSQLStart = regexp.MustCompile(`^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\s`)
-
-// mtSourceSQL returns the SQL statements of the non-test Go files in dir:
-// string literals and concatenations of literals and constants starting
-// with a statement keyword, constants folded (the collector of
-// memory/static_test.go, which the memory package's tests keep private).
+// mtSourceSQL returns the SQL statements of the non-test Go files in dir
+// (memtest.SQLStatements, the collector of memory's static check).
 func mtSourceSQL(t *testing.T, dir string) []mtStmt {
 	t.Helper()
 	names, err := filepath.Glob(filepath.Join(dir, "*.go"))
@@ -448,90 +442,5 @@ func mtSourceSQL(t *testing.T, dir string) []mtStmt {
 		}
 		files = append(files, f)
 	}
-	addConsts := func(m map[string]ast.Expr, gd *ast.GenDecl) {
-		for _, sp := range gd.Specs {
-			vs := sp.(*ast.ValueSpec)
-			for i, name := range vs.Names {
-				if i < len(vs.Values) {
-					m[name.Name] = vs.Values[i]
-				}
-			}
-		}
-	}
-	global := map[string]ast.Expr{}
-	for _, f := range files {
-		for _, d := range f.Decls {
-			if gd, ok := d.(*ast.GenDecl); ok && gd.Tok == token.CONST {
-				addConsts(global, gd)
-			}
-		}
-	}
-	var out []mtStmt
-	for _, f := range files {
-		for _, d := range f.Decls {
-			local := map[string]ast.Expr{}
-			if fd, ok := d.(*ast.FuncDecl); ok && fd.Body != nil {
-				ast.Inspect(fd.Body, func(n ast.Node) bool {
-					if gd, ok := n.(*ast.GenDecl); ok && gd.Tok == token.CONST {
-						addConsts(local, gd)
-					}
-					return true
-				})
-			}
-			var fold func(e ast.Expr, depth int) string
-			fold = func(e ast.Expr, depth int) string {
-				if depth > 32 {
-					return "⟨deep⟩"
-				}
-				switch x := e.(type) {
-				case *ast.BasicLit:
-					if x.Kind == token.STRING {
-						if s, err := strconv.Unquote(x.Value); err == nil {
-							return s
-						}
-					}
-				case *ast.ParenExpr:
-					return fold(x.X, depth+1)
-				case *ast.Ident:
-					if v, ok := local[x.Name]; ok {
-						return fold(v, depth+1)
-					}
-					if v, ok := global[x.Name]; ok {
-						return fold(v, depth+1)
-					}
-					return "⟨" + x.Name + "⟩"
-				case *ast.BinaryExpr:
-					if x.Op == token.ADD {
-						return fold(x.X, depth+1) + fold(x.Y, depth+1)
-					}
-				}
-				return "⟨expr⟩"
-			}
-			ast.Inspect(d, func(n ast.Node) bool {
-				var e ast.Expr
-				switch x := n.(type) {
-				case *ast.BasicLit:
-					if x.Kind != token.STRING {
-						return true
-					}
-					e = x
-				case *ast.BinaryExpr:
-					if x.Op != token.ADD {
-						return true
-					}
-					e = x
-				default:
-					return true
-				}
-				s := fold(e, 0)
-				if !mtSQLStart.MatchString(s) {
-					return true
-				}
-				p := fset.Position(e.Pos())
-				out = append(out, mtStmt{pos: filepath.Base(p.Filename) + ":" + strconv.Itoa(p.Line), text: s})
-				return false
-			})
-		}
-	}
-	return out
+	return memtest.SQLStatements(fset, files)
 }

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -127,11 +126,24 @@ func (a *httpApp) auditDenial(r *http.Request, rc tenancy.RequestContext, action
 // startTrustSweep removes expired trust sessions every interval until ctx
 // ends or the returned stop is called; stop waits for the sweeper to exit.
 func startTrustSweep(ctx context.Context, store *memory.Store, logger *slog.Logger, interval time.Duration) (stop func()) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	wg.Add(1)
+	return every(context.WithoutCancel(ctx), interval, func(ctx context.Context) {
+		n, err := store.DeleteExpiredTrustSessions(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Error("trust session sweep failed", "err", err)
+		case n > 0:
+			logger.Info("removed expired trust sessions", "count", n)
+		}
+	})
+}
+
+// every calls fn every interval until ctx ends or the returned stop is
+// called; stop waits for a running fn to return.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(done)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -139,19 +151,13 @@ func startTrustSweep(ctx context.Context, store *memory.Store, logger *slog.Logg
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				n, err := store.DeleteExpiredTrustSessions(ctx)
-				switch {
-				case err != nil && ctx.Err() == nil:
-					logger.Error("trust session sweep failed", "err", err)
-				case n > 0:
-					logger.Info("removed expired trust sessions", "count", n)
-				}
+				fn(ctx)
 			}
 		}
 	}()
 	return func() {
 		cancel()
-		wg.Wait()
+		<-done
 	}
 }
 
