@@ -73,7 +73,9 @@ func conflictf(format string, a ...any) error {
 type Options struct {
 	// Now is the clock; time.Now when nil. Read once per transaction.
 	Now func() time.Time
-	// ReadConns is the size of the reader pool (default max(4, GOMAXPROCS)).
+	// ReadConns is the size of the SQLite reader pool (default
+	// max(4, GOMAXPROCS)), or of the PostgreSQL pool (default 16, or the
+	// URL's pool_max_conns).
 	ReadConns int
 	// Synchronous is the synchronous pragma (default NORMAL).
 	Synchronous string
@@ -192,6 +194,8 @@ type txn struct {
 	// audit is the audit row write() appends before commit when ctx
 	// carries an AuditIntent (see audit.go); methods may refine it.
 	audit *auditNote
+	// locked are the advisory lock keys this transaction holds (PostgreSQL).
+	locked map[string]bool
 }
 
 // Every statement of the package passes through exec, query or queryRow,
@@ -245,11 +249,17 @@ func (t *txn) queryRow(query string, args ...any) *sql.Row {
 // advisory lock. On SQLite the single writer already serializes every
 // write, so it does nothing.
 func (t *txn) lock(key string) error {
-	if t.s.pg == nil {
+	if t.s.pg == nil || t.locked[key] {
 		return nil
 	}
-	_, err := t.tx.ExecContext(t.ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key)
-	return err
+	if _, err := t.tx.ExecContext(t.ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
+		return err
+	}
+	if t.locked == nil {
+		t.locked = map[string]bool{}
+	}
+	t.locked[key] = true // held until the transaction ends; taking it again costs a round trip
+	return nil
 }
 
 // mutateSQL, when set, rewrites every statement before it runs. Only the
