@@ -47,6 +47,13 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 	} else if !strings.Contains(dbURL, "pool_max_conns") {
 		cfg.MaxConns = 16
 	}
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
+		// Statements are prepared once per connection; a generic plan for
+		// "content ILIKE $1" cannot know the pattern and scans the table
+		// instead of using the trigram index (measured: 35 ms instead of
+		// 1 ms per search at 30k observations).
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect postgres: %w", err)
