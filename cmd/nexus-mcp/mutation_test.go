@@ -135,7 +135,7 @@ var mtUnexercised = []struct {
 	{"trustsessions.go", "delete from trust_sessions where tenant_id = ? and expires_at <= ?", "background expiry sweep (startTrustSweep), not a request path"},
 	{"graph.go", "ilike", "PostgreSQL branch (Store.pg), the matrix runs on SQLite"},
 	{"search.go", "ts_rank", "PostgreSQL branch (Store.pg), the matrix runs on SQLite"},
-	{"replicas.go", "mcp_sessions", "replicated MCP session store, wired only for the PostgreSQL backend (in progress)"},
+	{"replicas.go", "mcp_sessions", "MCP session store: read on a replica's local miss, touched after idle/4, swept after idle — a one-server matrix run reaches none of these; cross-tenant use is tested by TestReplicaSessions (replica_session_crossuse_accepted=0)"},
 }
 
 // mtRun runs the matrix subset in a child process with env added and
