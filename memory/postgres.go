@@ -50,8 +50,8 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; !set {
 		// Statements are prepared once per connection; a generic plan for
 		// "content ILIKE $1" cannot know the pattern and scans the table
-		// instead of using the trigram index (measured: 35 ms instead of
-		// 1 ms per search at 30k observations).
+		// instead of using the trigram index (measured at 27k
+		// observations: 37 ms for the scan, 0.7 ms with the index).
 		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
