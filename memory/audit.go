@@ -286,10 +286,7 @@ func (s *Store) AuditLog(ctx context.Context, f AuditFilter) ([]AuditRecord, int
 		return nil, 0, err
 	}
 	f.Limit, f.Offset = clampPage(f.Limit, f.Offset, DefaultAuditLimit, MaxAuditLimit)
-	since := ""
-	if !f.Since.IsZero() {
-		since = Stamp(f.Since)
-	}
+	since := stampOrEmpty(f.Since)
 	var (
 		out   []AuditRecord
 		total int

@@ -347,10 +347,7 @@ func (s *Store) DelegationHistory(ctx context.Context, f DelegationFilter) ([]De
 		return nil, 0, err
 	}
 	f.Limit, f.Offset = clampPage(f.Limit, f.Offset, DefaultDelegationLimit, MaxDelegationLimit)
-	since := ""
-	if !f.Since.IsZero() {
-		since = Stamp(f.Since)
-	}
+	since := stampOrEmpty(f.Since)
 	const where = ` FROM delegations WHERE tenant_id = ? AND (? = '' OR calling_agent = ?) AND (? = '' OR target_agent = ?)
 		AND (? = '' OR tool_name = ?) AND (? = '' OR trace_id = ?) AND (? = '' OR created_at >= ?)`
 	args := []any{tenant, f.CallingAgent, f.CallingAgent, f.TargetAgent, f.TargetAgent, f.ToolName, f.ToolName,

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 )
@@ -60,7 +59,6 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 	}
 	db := stdlib.OpenDBFromPool(pool)
 	s := &Store{path: redactURL(dbURL), w: db, r: db, now: opts.Now, collab: collab, pg: &pgBackend{pool: pool}}
-	s.trigramDF, _ = lru.New[string, int](1 << 16)
 	if err := s.migratePostgres(ctx); err != nil {
 		s.Close()
 		return nil, err

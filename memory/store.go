@@ -114,7 +114,8 @@ type Store struct {
 	collab *collab
 
 	wStmts, rStmts stmtCache
-	// trigramDF caches trigram document frequencies for search planning.
+	// trigramDF caches trigram document frequencies for SQLite's search
+	// planning (nil on PostgreSQL, which plans with pg_trgm).
 	trigramDF *lru.Cache[string, int]
 }
 
@@ -594,6 +595,14 @@ const timeLayout = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Stamp formats tm as stored times are, for comparisons such as since.
 func Stamp(tm time.Time) string { return tm.UTC().Format(timeLayout) }
+
+// stampOrEmpty is Stamp(tm), or "" for the zero time (a filter's "any").
+func stampOrEmpty(tm time.Time) string {
+	if tm.IsZero() {
+		return ""
+	}
+	return Stamp(tm)
+}
 
 // scanner is what a scan function reads one row from: *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }

@@ -388,9 +388,7 @@ func (a *httpApp) serve(ctx context.Context, ln net.Listener) error {
 	// in-flight calls finish first.
 	a.srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 
-	sweepCtx, stopSweep := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSweep()
-	go a.sessions.sweep(sweepCtx)
+	defer every(context.WithoutCancel(ctx), a.sessions.sweepInterval(), a.sessions.sweepOnce)()
 	if a.heartbeat != nil {
 		defer a.heartbeat.start(context.WithoutCancel(ctx))()
 	}
@@ -833,51 +831,48 @@ func (g *sessionGuard) len() int {
 	return len(g.sessions)
 }
 
-// sweep expires idle sessions until ctx ends: the ones held here (by the
+// sweepInterval is how often sweepOnce runs: a quarter of the idle
+// timeout, between one second and one minute.
+func (g *sessionGuard) sweepInterval() time.Duration {
+	return min(max(g.idle/4, time.Second), time.Minute)
+}
+
+// sweepOnce expires idle sessions: the ones held here (by the
 // later of the local and the stored last use), and the stored ones of
 // every replica (by the stored last use). It also records the use of the
 // sessions held in use here, so a long SSE stream or call does not let
 // the session expire on the other replicas.
-func (g *sessionGuard) sweep(ctx context.Context) {
-	t := time.NewTicker(min(max(g.idle/4, time.Second), time.Minute))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			var expired []string
-			busy := map[string]principal{}
-			g.mu.Lock()
-			now := g.now()
-			for id, s := range g.sessions {
-				switch {
-				case s.inflight == 0 && now.Sub(s.seen()) > g.idle:
-					expired = append(expired, id)
-					delete(g.sessions, id)
-				case s.inflight > 0 && now.Sub(s.stored) >= g.touchEvery():
-					// in use for a long time (an SSE stream, a long call):
-					// keep it alive for the other replicas too
-					s.stored = now
-					busy[id] = s.owner
-				}
-			}
-			g.mu.Unlock()
-			for _, id := range expired {
-				g.terminate(ctx, id)
-			}
-			for id, p := range busy {
-				g.touch(tenancy.NewContext(ctx, tenancy.RequestContext{TenantID: p.tenant}), id, p)
-			}
-			if len(expired) > 0 {
-				g.log.Info("expired idle MCP sessions", "count", len(expired))
-			}
-			if n, err := g.store.DeleteIdleMCPSessions(ctx, g.idle); err != nil && ctx.Err() == nil {
-				g.log.Error("MCP session sweep failed", "err", err)
-			} else if n > 0 {
-				g.log.Info("deleted idle MCP sessions from the store", "count", n)
-			}
+func (g *sessionGuard) sweepOnce(ctx context.Context) {
+	var expired []string
+	busy := map[string]principal{}
+	g.mu.Lock()
+	now := g.now()
+	for id, s := range g.sessions {
+		switch {
+		case s.inflight == 0 && now.Sub(s.seen()) > g.idle:
+			expired = append(expired, id)
+			delete(g.sessions, id)
+		case s.inflight > 0 && now.Sub(s.stored) >= g.touchEvery():
+			// in use for a long time (an SSE stream, a long call):
+			// keep it alive for the other replicas too
+			s.stored = now
+			busy[id] = s.owner
 		}
+	}
+	g.mu.Unlock()
+	for _, id := range expired {
+		g.terminate(ctx, id)
+	}
+	for id, p := range busy {
+		g.touch(tenancy.NewContext(ctx, tenancy.RequestContext{TenantID: p.tenant}), id, p)
+	}
+	if len(expired) > 0 {
+		g.log.Info("expired idle MCP sessions", "count", len(expired))
+	}
+	if n, err := g.store.DeleteIdleMCPSessions(ctx, g.idle); err != nil && ctx.Err() == nil {
+		g.log.Error("MCP session sweep failed", "err", err)
+	} else if n > 0 {
+		g.log.Info("deleted idle MCP sessions from the store", "count", n)
 	}
 }
 
