@@ -226,10 +226,10 @@ func (s *Store) RegisterAgent(ctx context.Context, reg AgentRegistration) (a Age
 		a, err = agentByID(t, tenant, reg.ID, s.collab.scope)
 		return err
 	})
+	s.collab.invalidate(tenant, reg.ID) // error or not: see agentChanged
 	if err != nil {
 		return Agent{}, false, err
 	}
-	s.collab.invalidate(tenant, reg.ID)
 	return a, created, nil
 }
 
@@ -332,12 +332,12 @@ func (s *Store) SetAgentIdentity(ctx context.Context, c IdentityChange) (Identit
 		res.Agent, err = agentByID(t, tenant, c.NewID, s.collab.scope)
 		return err
 	})
-	if err != nil {
-		return IdentityResult{}, err
-	}
-	s.collab.invalidate(tenant, c.NewID)
+	s.collab.invalidate(tenant, c.NewID) // error or not: see agentChanged
 	if res.PreviousID != "" {
 		s.collab.invalidate(tenant, res.PreviousID)
+	}
+	if err != nil {
+		return IdentityResult{}, err
 	}
 	return res, nil
 }

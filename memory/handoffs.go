@@ -119,11 +119,11 @@ func (s *Store) EndSession(ctx context.Context, e EndSession) (Handoff, error) {
 		}
 		return touchAgent(t, tenant, e.Agent, "inactive")
 	})
+	if len(e.Learnings) > 0 {
+		s.collab.invalidate(tenant, e.Agent) // error or not: see agentChanged
+	}
 	if err != nil {
 		return Handoff{}, err
-	}
-	if len(e.Learnings) > 0 {
-		s.collab.invalidate(tenant, e.Agent)
 	}
 	return h, nil
 }

@@ -90,14 +90,16 @@ func (c *collab) invalidate(tenant, agent string) {
 // PostgreSQL it queues a NOTIFY that the listeners (notify.go) receive when
 // the write commits, and only if it does, so no replica can miss a change
 // that committed or fill from a snapshot older than it (the epoch check
-// of tenantCache). The writer itself drops its entries right after the
-// commit (collab.invalidate), without waiting for its own notification. On
-// SQLite the process is alone and there is nothing to send.
+// of tenantCache). The writer itself drops its entries when the write
+// returns (collab.invalidate), error or not — a commit whose reply was
+// lost still changed the rows — and its listener skips its own
+// notification. On SQLite the process is alone and there is nothing to
+// send.
 func agentChanged(t *txn, tenant, agent string) error {
 	if t.s.pg == nil {
 		return nil
 	}
-	b, _ := json.Marshal(change{Kind: changeAgent, Tenant: tenant, Agent: agent}) // strings only: cannot fail
+	b, _ := json.Marshal(change{Kind: changeAgent, Tenant: tenant, Agent: agent, Origin: t.s.pg.origin}) // strings only: cannot fail
 	_, err := t.exec(`SELECT pg_notify(?, ?)`, notifyChannel, string(b))
 	return err
 }
@@ -188,10 +190,10 @@ func (s *Store) RecordLearning(ctx context.Context, agent string, l NewLearning)
 		}
 		return agentChanged(t, tenant, agent)
 	})
+	s.collab.invalidate(tenant, agent) // error or not: see agentChanged
 	if err != nil {
 		return Learning{}, err
 	}
-	s.collab.invalidate(tenant, agent)
 	return out, nil
 }
 
@@ -375,10 +377,10 @@ func (s *Store) SetPreferences(ctx context.Context, agent string, patch map[stri
 			ON CONFLICT (tenant_id, agent_id) DO UPDATE SET preferences = json_patch(preferences, ?), updated_at = excluded.updated_at
 			RETURNING preferences`, tenant, agent, string(b), now, now, string(b)).Scan(&merged)
 	})
+	s.collab.invalidate(tenant, agent) // error or not: see agentChanged
 	if err != nil {
 		return nil, err
 	}
-	s.collab.invalidate(tenant, agent)
 	return prefsObject(merged)
 }
 

@@ -30,6 +30,11 @@ type change struct {
 	Kind   string `json:"k"`
 	Tenant string `json:"t"`
 	Agent  string `json:"a,omitempty"`
+	// Origin is the sending Store's pgBackend.origin, set on changeAgent
+	// events: the sender has already dropped its own entries after the
+	// commit, so its listener skips them (a late second drop would only
+	// throw away entries filled from the new data).
+	Origin string `json:"o,omitempty"`
 }
 
 // changeFeed fans change events out to callbacks. On SQLite the only
@@ -133,6 +138,9 @@ func (s *Store) listenOnce(ctx context.Context, cfg *pgx.ConnConfig) error {
 		var c change
 		if err := json.Unmarshal([]byte(n.Payload), &c); err != nil || c.Tenant == "" {
 			continue // not ours
+		}
+		if c.Kind == changeAgent && c.Origin == s.pg.origin {
+			continue // dropped by the writer after its commit
 		}
 		s.deliver(c)
 	}

@@ -22,6 +22,8 @@ type pgBackend struct {
 	rebound sync.Map
 	// stopListener ends the change listener (notify.go) and waits for it.
 	stopListener func()
+	// origin tells this Store's change events from other replicas'.
+	origin string
 }
 
 // migrationLockKey is the session advisory lock every replica takes
@@ -58,7 +60,7 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 		return nil, fmt.Errorf("connect postgres: %w", err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
-	s := &Store{path: redactURL(dbURL), w: db, r: db, now: opts.Now, collab: collab, pg: &pgBackend{pool: pool}}
+	s := &Store{path: redactURL(dbURL), w: db, r: db, now: opts.Now, collab: collab, pg: &pgBackend{pool: pool, origin: newUUID()}}
 	if err := s.migratePostgres(ctx); err != nil {
 		s.Close()
 		return nil, err

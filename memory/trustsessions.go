@@ -2,7 +2,6 @@ package memory
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"fmt"
 	"time"
@@ -55,15 +54,7 @@ type NewTrustSession struct {
 }
 
 // newSessionID returns "nxs-" and a random (version 4) UUID.
-func newSessionID() string {
-	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err)) // never happens on supported platforms
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("nxs-%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
+func newSessionID() string { return "nxs-" + newUUID() }
 
 const sessionColumns = `id, human_user_id, human_origin, agent_id, constraints, created_by, created_at, expires_at,
 	last_activity_at, workflow_count, revoked_at, revoke_reason`
