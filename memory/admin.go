@@ -243,9 +243,11 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (tenancy.StoredKe
 		expires, revoked sql.NullString
 	)
 	err := s.read(ctx, func(t *txn) error {
-		return t.queryRow(`SELECT k.id, k.tenant_id, k.user_id, k.agent_id, k.env, k.key_hash, k.expires_at, k.revoked_at, tn.disabled
+		return t.queryRow(`SELECT k.id, k.tenant_id, k.user_id, k.agent_id, k.env, k.key_hash, k.expires_at, k.revoked_at,
+				tn.disabled, tn.rate_rps, tn.rate_burst
 			FROM api_keys k JOIN tenants tn ON tn.id = k.tenant_id WHERE k.key_hash = ?`, hash).
-			Scan(&k.ID, &k.TenantID, &k.UserID, &k.AgentID, &k.Env, &k.Hash, &expires, &revoked, &k.TenantDisabled)
+			Scan(&k.ID, &k.TenantID, &k.UserID, &k.AgentID, &k.Env, &k.Hash, &expires, &revoked,
+				&k.Tenant.Disabled, &k.Tenant.RPS, &k.Tenant.Burst)
 	})
 	if err == sql.ErrNoRows {
 		return tenancy.StoredKey{}, tenancy.ErrUnauthenticated
@@ -253,6 +255,7 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (tenancy.StoredKe
 	if err != nil {
 		return tenancy.StoredKey{}, err
 	}
+	k.Tenant.Exists = true // the join found it
 	if k.ExpiresAt, err = parseStoredTime(expires); err != nil {
 		return tenancy.StoredKey{}, err
 	}

@@ -339,10 +339,26 @@ func TestAdmin(t *testing.T) {
 		if _, _, err := s.CreateAPIKey(ctx, NewKey{TenantID: "nobody"}); !errors.Is(err, ErrNotFound) {
 			t.Errorf("CreateAPIKey(nobody) = %v, want ErrNotFound", err)
 		}
+		if err := s.SetTenantRateLimit(ctx, "a", 2.5, 7); err != nil {
+			t.Fatal(err)
+		}
 		got, err := s.APIKeyByHash(ctx, tenancy.HashAPIKey(key))
 		if err != nil || got.ID != k.ID || got.TenantID != "a" || got.UserID != "u" || got.ExpiresAt.IsZero() ||
-			!got.RevokedAt.IsZero() || got.TenantDisabled {
-			t.Errorf("APIKeyByHash = %+v, %v; want key %s of a, expiring, not revoked", got, err, k.ID)
+			!got.RevokedAt.IsZero() || got.Tenant != (tenancy.TenantStatus{Exists: true, RPS: 2.5, Burst: 7}) {
+			t.Errorf("APIKeyByHash = %+v, %v; want key %s of a, expiring, not revoked, tenant a's rate 2.5/7", got, err, k.ID)
+		}
+		// The tenant's status comes with the key: the kill switch shows.
+		if err := s.SetTenantDisabled(ctx, "a", true); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.APIKeyByHash(ctx, tenancy.HashAPIKey(key)); err != nil || !got.Tenant.Disabled {
+			t.Errorf("APIKeyByHash with a disabled = %+v, %v; want Tenant.Disabled", got, err)
+		}
+		if err := s.SetTenantDisabled(ctx, "a", false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetTenantRateLimit(ctx, "a", 0, 0); err != nil {
+			t.Fatal(err)
 		}
 		if _, err := s.APIKeyByHash(ctx, tenancy.HashAPIKey("unknown")); !errors.Is(err, tenancy.ErrUnauthenticated) {
 			t.Errorf("APIKeyByHash(unknown) = %v, want ErrUnauthenticated", err)

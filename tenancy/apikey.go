@@ -49,8 +49,9 @@ type StoredKey struct {
 	Hash      []byte
 	ExpiresAt time.Time // zero: never
 	RevokedAt time.Time // zero: not revoked
-	// TenantDisabled is true when the key's tenant is switched off.
-	TenantDisabled bool
+	// Tenant is the status of the key's tenant, read with the key, so
+	// that a request on the key's own tenant needs no second read.
+	Tenant TenantStatus
 }
 
 // KeyLookup finds a stored key by the SHA-256 hash of the presented key.
@@ -60,26 +61,27 @@ type KeyLookup interface {
 }
 
 // VerifyAPIKey checks key against storage: hash lookup, constant-time compare
-// of the stored hash, revocation, expiry and the tenant's kill switch. Every
-// failure that is the caller's fault returns ErrUnauthenticated (a disabled
-// tenant returns ErrForbidden) without saying which check failed.
-func VerifyAPIKey(ctx context.Context, keys KeyLookup, key string, now time.Time) (RequestContext, error) {
+// of the stored hash, revocation, expiry and the tenant's kill switch, and
+// returns the identity with the status of its tenant. Every failure that
+// is the caller's fault returns ErrUnauthenticated (a disabled tenant
+// returns ErrForbidden) without saying which check failed.
+func VerifyAPIKey(ctx context.Context, keys KeyLookup, key string, now time.Time) (RequestContext, TenantStatus, error) {
 	if !LooksLikeAPIKey(key) {
-		return RequestContext{}, ErrUnauthenticated
+		return RequestContext{}, TenantStatus{}, ErrUnauthenticated
 	}
 	hash := HashAPIKey(key)
 	sk, err := keys.APIKeyByHash(ctx, hash)
 	if err != nil {
-		return RequestContext{}, err
+		return RequestContext{}, TenantStatus{}, err
 	}
 	if subtle.ConstantTimeCompare(sk.Hash, hash) != 1 {
-		return RequestContext{}, ErrUnauthenticated
+		return RequestContext{}, TenantStatus{}, ErrUnauthenticated
 	}
 	if !sk.RevokedAt.IsZero() || (!sk.ExpiresAt.IsZero() && !now.Before(sk.ExpiresAt)) {
-		return RequestContext{}, ErrUnauthenticated
+		return RequestContext{}, TenantStatus{}, ErrUnauthenticated
 	}
-	if sk.TenantDisabled {
-		return RequestContext{}, ErrForbidden
+	if sk.Tenant.Disabled {
+		return RequestContext{}, TenantStatus{}, ErrForbidden
 	}
 	return RequestContext{
 		TenantID:   sk.TenantID,
@@ -88,5 +90,5 @@ func VerifyAPIKey(ctx context.Context, keys KeyLookup, key string, now time.Time
 		AgentID:    sk.AgentID,
 		Env:        sk.Env,
 		AuthMethod: AuthAPIKey,
-	}, nil
+	}, sk.Tenant, nil
 }

@@ -160,10 +160,13 @@ func (f *fakeTenants) set(id string, st TenantStatus) {
 	f.m[id] = st
 }
 
-// fakeKeys is an in-memory KeyLookup keyed by hex(hash).
+// fakeKeys is an in-memory KeyLookup keyed by hex(hash). Like the store's
+// join, a lookup returns the key with its tenant's status from tenants
+// (every tenant exists and is enabled when tenants is nil).
 type fakeKeys struct {
-	m   map[string]StoredKey
-	err error
+	m       map[string]StoredKey
+	tenants *fakeTenants
+	err     error
 }
 
 func (f *fakeKeys) APIKeyByHash(_ context.Context, hash []byte) (StoredKey, error) {
@@ -173,6 +176,12 @@ func (f *fakeKeys) APIKeyByHash(_ context.Context, hash []byte) (StoredKey, erro
 	sk, ok := f.m[hex.EncodeToString(hash)]
 	if !ok {
 		return StoredKey{}, fmt.Errorf("api key: %w", ErrUnauthenticated)
+	}
+	sk.Tenant = TenantStatus{Exists: true}
+	if f.tenants != nil {
+		f.tenants.mu.Lock()
+		sk.Tenant = f.tenants.m[sk.TenantID]
+		f.tenants.mu.Unlock()
 	}
 	return sk, nil
 }

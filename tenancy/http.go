@@ -262,7 +262,7 @@ func (a *Authenticator) authenticate(r *http.Request, legacyHash []byte, now tim
 			return RequestContext{}, st, ReasonInvalidJWT, http.StatusUnauthorized, err
 		}
 	default:
-		rc, reason, status, err = a.verifyKey(ctx, token, legacyHash, now)
+		rc, st, reason, status, err = a.verifyKey(ctx, token, legacyHash, now)
 		if status != 0 {
 			return rc, st, reason, status, err
 		}
@@ -301,10 +301,14 @@ func (a *Authenticator) authenticate(r *http.Request, legacyHash []byte, now tim
 		}
 	}
 
-	st, err = a.Tenants.TenantStatus(ctx, rc.TenantID)
+	// A stored API key brought its tenant's status along (read in the same
+	// statement); any other credential, or a switched tenant, reads it now.
+	if rc.AuthMethod != AuthAPIKey || rc.TenantID != credTenant {
+		if st, err = a.Tenants.TenantStatus(ctx, rc.TenantID); err != nil {
+			return rc, st, ReasonStorage, http.StatusServiceUnavailable, fmt.Errorf("tenant status: %w", err)
+		}
+	}
 	switch {
-	case err != nil:
-		return rc, st, ReasonStorage, http.StatusServiceUnavailable, fmt.Errorf("tenant status: %w", err)
 	case st.Disabled:
 		return rc, st, ReasonTenantDisabled, http.StatusForbidden, nil
 	case !st.Exists && !(rc.AuthMethod == AuthJWT && rc.TenantID == credTenant):
@@ -313,31 +317,32 @@ func (a *Authenticator) authenticate(r *http.Request, legacyHash []byte, now tim
 	return rc, st, "", 0, nil
 }
 
-// verifyKey checks an API key, then the legacy key.
-func (a *Authenticator) verifyKey(ctx context.Context, token string, legacyHash []byte, now time.Time) (RequestContext, string, int, error) {
+// verifyKey checks an API key, then the legacy key. A stored API key
+// comes with its tenant's status; the legacy key with none.
+func (a *Authenticator) verifyKey(ctx context.Context, token string, legacyHash []byte, now time.Time) (RequestContext, TenantStatus, string, int, error) {
 	var keyErr error
 	if a.Keys != nil && LooksLikeAPIKey(token) {
-		rc, err := VerifyAPIKey(ctx, a.Keys, token, now)
+		rc, st, err := VerifyAPIKey(ctx, a.Keys, token, now)
 		switch {
 		case err == nil:
-			return rc, "", 0, nil
+			return rc, st, "", 0, nil
 		case errors.Is(err, ErrForbidden):
-			return rc, ReasonTenantDisabled, http.StatusForbidden, err
+			return rc, st, ReasonTenantDisabled, http.StatusForbidden, err
 		case !errors.Is(err, ErrUnauthenticated):
-			return RequestContext{}, ReasonStorage, http.StatusServiceUnavailable, fmt.Errorf("api key lookup: %w", err)
+			return RequestContext{}, st, ReasonStorage, http.StatusServiceUnavailable, fmt.Errorf("api key lookup: %w", err)
 		}
 		keyErr = err
 	}
 	if legacyHash != nil {
 		h := sha256.Sum256([]byte(token))
 		if subtle.ConstantTimeCompare(h[:], legacyHash) == 1 {
-			return RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey}, "", 0, nil
+			return RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey}, TenantStatus{}, "", 0, nil
 		}
 	}
 	if keyErr == nil {
 		keyErr = ErrUnauthenticated
 	}
-	return RequestContext{}, ReasonInvalidKey, http.StatusUnauthorized, keyErr
+	return RequestContext{}, TenantStatus{}, ReasonInvalidKey, http.StatusUnauthorized, keyErr
 }
 
 // switchTenant moves rc to tenant want when rc's own user is a member.

@@ -29,20 +29,22 @@ type keyFixture struct {
 	globex   string // globex / g1
 	revoked  string
 	expired  string
-	disabled string // key flagged TenantDisabled
+	disabled string // key of hooli, a disabled tenant
 	orphan   string // tenant "ghost" that does not exist
 }
 
 func newKeyFixture(t testing.TB) *keyFixture {
 	t.Helper()
-	f := &keyFixture{keys: &fakeKeys{}, tenants: newFakeTenants("acme", "globex", DefaultTenant)}
+	tenants := newFakeTenants("acme", "globex", DefaultTenant)
+	tenants.set("hooli", TenantStatus{Exists: true, Disabled: true})
+	f := &keyFixture{keys: &fakeKeys{tenants: tenants}, tenants: tenants}
 	f.valid = f.keys.add(t, StoredKey{ID: "k-valid", TenantID: "acme", UserID: "u1", AgentID: "agent-1"})
 	f.noUser = f.keys.add(t, StoredKey{ID: "k-nouser", TenantID: "acme"})
 	f.prodKey = f.keys.add(t, StoredKey{ID: "k-prod", TenantID: "acme", UserID: "u1", Env: "prod"})
 	f.globex = f.keys.add(t, StoredKey{ID: "k-globex", TenantID: "globex", UserID: "g1"})
 	f.revoked = f.keys.add(t, StoredKey{ID: "k-revoked", TenantID: "acme", UserID: "u1", RevokedAt: testNow.Add(-time.Hour)})
 	f.expired = f.keys.add(t, StoredKey{ID: "k-expired", TenantID: "acme", UserID: "u1", ExpiresAt: testNow.Add(-time.Second)})
-	f.disabled = f.keys.add(t, StoredKey{ID: "k-disabled", TenantID: "acme", UserID: "u1", TenantDisabled: true})
+	f.disabled = f.keys.add(t, StoredKey{ID: "k-disabled", TenantID: "hooli", UserID: "h1"})
 	f.orphan = f.keys.add(t, StoredKey{ID: "k-orphan", TenantID: "ghost", UserID: "u1"})
 	logger, logs := newTestLogger()
 	f.logs = logs
@@ -173,7 +175,11 @@ func TestAuthenticatorOutcomes(t *testing.T) {
 		{name: "JWT of unknown tenant is allowed", headers: map[string]string{"Authorization": "Bearer " + jwtFor("newco")}, wantStatus: 200, wantTenant: "newco"},
 		{name: "JWT of known tenant (control)", headers: map[string]string{"Authorization": "Bearer " + jwtFor("acme")}, wantStatus: 200, wantTenant: "acme"},
 		{name: "key storage error", headers: map[string]string{HeaderAPIKey: f.valid}, keysErr: errStorage, wantStatus: 503},
-		{name: "tenant storage error", headers: map[string]string{HeaderAPIKey: f.valid}, tenantsErr: errStorage, wantStatus: 503},
+		// A stored key's tenant status comes with the key: a request on
+		// the key's own tenant makes no second read, so a failing tenant
+		// lookup does not touch it; a switched tenant is read (control).
+		{name: "API key on its own tenant reads no tenant status", headers: map[string]string{HeaderAPIKey: f.valid}, tenantsErr: errStorage, wantStatus: 200, wantTenant: "acme"},
+		{name: "tenant storage error after X-Tenant-Id", headers: map[string]string{HeaderAPIKey: f.valid, HeaderTenantID: "globex"}, tenantsErr: errStorage, wantStatus: 503},
 		{name: "tenant storage error with JWT", headers: map[string]string{"Authorization": "Bearer " + jwtFor("acme")}, tenantsErr: errStorage, wantStatus: 503},
 		{name: "key storage error for malformed key is 401", headers: map[string]string{HeaderAPIKey: "short"}, keysErr: errStorage, wantStatus: 401, wantInv: true},
 		{name: "both X-API-Key and Authorization", headers: map[string]string{HeaderAPIKey: f.valid, "Authorization": "Bearer " + f.valid}, wantStatus: 401, wantInv: true},
@@ -681,7 +687,7 @@ func BenchmarkVerifyAPIKey(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := VerifyAPIKey(ctx, keys, key, testNow); err != nil {
+		if _, _, err := VerifyAPIKey(ctx, keys, key, testNow); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -99,7 +99,7 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 		logger.Info("NEXUS_API_KEY not set: local single-user mode, tenant \"default\"")
 		return tenancy.RequestContext{TenantID: tenancy.DefaultTenant, AuthMethod: tenancy.AuthLocal}, nil
 	}
-	rc, err := tenancy.VerifyAPIKey(ctx, store, key, time.Now())
+	rc, _, err := tenancy.VerifyAPIKey(ctx, store, key, time.Now())
 	switch {
 	case errors.Is(err, tenancy.ErrUnauthenticated):
 		return rc, &exitError{code: 1, msg: "NEXUS_API_KEY is not a valid key (unknown, revoked or expired); refusing to start"}
