@@ -1309,15 +1309,58 @@ func TestHTTPFlagDefaults(t *testing.T) {
 // BenchmarkHTTPWrites16: 16 concurrent HTTP clients writing
 // (create_entities) with API-key auth on. Reports calls/s and latency
 // percentiles, and fails on any lost or failed write.
-func BenchmarkHTTPWrites16(b *testing.B) {
-	const clients = 16
+func BenchmarkHTTPWrites16(b *testing.B) { benchWrites(b, 16, 0) }
+
+// BenchmarkHTTPWritesDenialFlood: 4 writers as above while 16 clients
+// present bad API keys as fast as the server refuses them (each refusal is
+// audited). Reports the writers' calls/s and latency and the refusals/s:
+// what an unauthenticated flood costs the tenants.
+func BenchmarkHTTPWritesDenialFlood(b *testing.B) {
+	b.Run("quiet", func(b *testing.B) { benchWrites(b, 4, 0) })
+	b.Run("flood16", func(b *testing.B) { benchWrites(b, 4, 16) })
+}
+
+// benchWrites runs b.N create_entities calls over clients HTTP clients
+// while flooders goroutines send requests with an unknown API key.
+func benchWrites(b *testing.B, clients, flooders int) {
 	e := startHTTP(b, httpTestOpts{})
 	key := e.newKey(b, memory.NewKey{TenantID: "bench", UserID: "be"})
 	cls := make([]*client.Client, clients)
 	for i := range cls {
 		cls[i], _ = mcpGoClient(b, e.url, bearer(key), false)
 	}
-	var next, failed atomic.Int64
+	var next, failed, refused, floodErrs atomic.Int64
+	stopFlood := make(chan struct{})
+	var floodWG sync.WaitGroup
+	badKey := tenancy.APIKeyPrefix + strings.Repeat("A", 43) // shaped like a key: looked up, then refused
+	for range flooders {
+		floodWG.Add(1)
+		go func() {
+			defer floodWG.Done()
+			hc := &http.Client{Timeout: 30 * time.Second}
+			for {
+				select {
+				case <-stopFlood:
+					return
+				default:
+				}
+				req, _ := http.NewRequest(http.MethodPost, e.url, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+				req.Header.Set("Authorization", "Bearer "+badKey)
+				resp, err := hc.Do(req)
+				if err != nil {
+					floodErrs.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusUnauthorized {
+					refused.Add(1)
+				} else {
+					floodErrs.Add(1)
+				}
+			}
+		}()
+	}
 	lat := make([][]time.Duration, clients)
 	b.ResetTimer()
 	start := time.Now()
@@ -1346,6 +1389,8 @@ func BenchmarkHTTPWrites16(b *testing.B) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	b.StopTimer()
+	close(stopFlood)
+	floodWG.Wait()
 	var all []time.Duration
 	for _, l := range lat {
 		all = append(all, l...)
@@ -1354,20 +1399,22 @@ func BenchmarkHTTPWrites16(b *testing.B) {
 	pct := func(p float64) float64 {
 		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
 	}
-	var rows int
 	ctx := tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: "bench"})
 	g, err := e.store.ReadGraph(ctx, memory.Page{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	rows = len(g.Entities)
-	if failed.Load() != 0 || rows != b.N {
-		b.Errorf("failed %d, rows %d, want 0 and %d", failed.Load(), rows, b.N)
+	rows := len(g.Entities)
+	if failed.Load() != 0 || rows != b.N || floodErrs.Load() != 0 {
+		b.Errorf("failed %d, rows %d, flood answers other than 401 %d; want 0, %d, 0", failed.Load(), rows, floodErrs.Load(), b.N)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
 	b.ReportMetric(pct(0.50), "p50_ms")
 	b.ReportMetric(pct(0.99), "p99_ms")
 	b.ReportMetric(float64(b.N-rows), "lost")
+	if flooders > 0 {
+		b.ReportMetric(float64(refused.Load())/elapsed.Seconds(), "refused/s")
+	}
 }
 
 // BenchmarkAuthAPIKey is the per-request cost of API-key authentication
