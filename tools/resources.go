@@ -3,6 +3,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -40,10 +41,15 @@ func (h *Handlers) readGraphResource(ctx context.Context, req mcp.ReadResourceRe
 
 // subscriptions tracks which sessions subscribed to which resources, and
 // under which tenant, so that an update reaches only subscribers of the
-// tenant whose data changed.
+// tenant whose data changed. Two protocols subscribe: sessions (up to
+// 2025-11-25) call resources/subscribe; from 2026-07-28 a client holds a
+// subscriptions/listen stream, served by a session of its own that mcp-go
+// never registers; the stream's filter holds the URIs.
 type subscriptions struct {
 	mu       sync.Mutex
 	sessions map[string]*subscriber
+	// listens maps each open subscriptions/listen stream to its tenant.
+	listens map[server.ClientSession]string
 }
 
 type subscriber struct {
@@ -52,7 +58,7 @@ type subscriber struct {
 }
 
 func newSubscriptions() *subscriptions {
-	return &subscriptions{sessions: map[string]*subscriber{}}
+	return &subscriptions{sessions: map[string]*subscriber{}, listens: map[server.ClientSession]string{}}
 }
 
 func (s *subscriptions) install(hooks *server.Hooks) {
@@ -85,19 +91,66 @@ func (s *subscriptions) install(hooks *server.Hooks) {
 		defer s.mu.Unlock()
 		delete(s.sessions, session.SessionID())
 	})
-}
-
-// subscribers returns the sessions of tenant subscribed to uri.
-func (s *subscriptions) subscribers(tenant, uri string) []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []string
-	for id, sub := range s.sessions {
-		if sub.tenant == tenant && sub.uris[uri] {
-			out = append(out, id)
+	// A listen stream is tracked from before its handler records the
+	// filter until the handler returns, with a result or an error.
+	hooks.AddBeforeSubscriptionsListen(func(ctx context.Context, _ any, _ *mcp.SubscriptionsListenRequest) {
+		session := server.ClientSessionFromContext(ctx)
+		tenant, err := tenancy.TenantFromContext(ctx)
+		if session == nil || err != nil {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.listens[session] = tenant
+	})
+	endListen := func(ctx context.Context) {
+		if session := server.ClientSessionFromContext(ctx); session != nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			delete(s.listens, session)
 		}
 	}
-	return out
+	hooks.AddAfterSubscriptionsListen(func(ctx context.Context, _ any, _ *mcp.SubscriptionsListenRequest, _ *mcp.SubscriptionsListenResult) {
+		endListen(ctx)
+	})
+	hooks.AddOnError(func(ctx context.Context, _ any, method mcp.MCPMethod, _ any, _ error) {
+		if method == mcp.MethodSubscriptionsListen {
+			endListen(ctx)
+		}
+	})
+}
+
+// subscribers returns the sessions of tenant subscribed to uri: the ids
+// of subscribed sessions, and the listen streams.
+func (s *subscriptions) subscribers(tenant, uri string) (ids []string, listens []server.ClientSession) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, sub := range s.sessions {
+		if sub.tenant == tenant && sub.uris[uri] {
+			ids = append(ids, id)
+		}
+	}
+	for session, t := range s.listens {
+		if t == tenant && listensTo(session, uri) {
+			listens = append(listens, session)
+		}
+	}
+	return ids, listens
+}
+
+// listensTo reports whether a listen stream's session opted in to updates
+// of uri: the filter mcp-go records for the stream (and itself consults
+// before sending), or, for a session without one, its resource
+// subscriptions.
+func listensTo(session server.ClientSession, uri string) bool {
+	if f, ok := session.(server.SessionWithSubscriptionFilter); ok {
+		filter, active := f.SubscriptionFilter()
+		return active && slices.Contains(filter.ResourceSubscriptions, uri)
+	}
+	if r, ok := session.(server.SessionWithResourceSubscriptions); ok {
+		return r.IsSubscribedToResource(uri)
+	}
+	return false
 }
 
 // graphChanged announces a change of the caller's tenant's graph, when
@@ -117,9 +170,23 @@ func (h *Handlers) notifySubscribers(kind, tenant string) {
 	if kind != memory.ChangeGraph {
 		return
 	}
-	for _, id := range h.subs.subscribers(tenant, GraphURI) {
-		if err := h.srv.SendNotificationToSpecificClient(id, mcp.MethodNotificationResourceUpdated, map[string]any{"uri": GraphURI}); err != nil {
+	params := map[string]any{"uri": GraphURI}
+	ids, listens := h.subs.subscribers(tenant, GraphURI)
+	for _, id := range ids {
+		if err := h.srv.SendNotificationToSpecificClient(id, mcp.MethodNotificationResourceUpdated, params); err != nil {
 			h.log.Debug("resource update not delivered", "session", id, "err", err)
+		}
+	}
+	// mcp-go offers no call that sends to one unregistered session; its
+	// notification channel is what its own sends write to (never closed;
+	// the stream's writer tags each notification with the subscription).
+	n := mcp.JSONRPCNotification{JSONRPC: mcp.JSONRPC_VERSION, Notification: mcp.Notification{
+		Method: mcp.MethodNotificationResourceUpdated, Params: mcp.NotificationParams{AdditionalFields: params}}}
+	for _, session := range listens {
+		select {
+		case session.NotificationChannel() <- n:
+		default:
+			h.log.Debug("resource update not delivered: listen stream full")
 		}
 	}
 }

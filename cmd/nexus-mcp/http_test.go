@@ -37,6 +37,7 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
+	"github.com/nexus-mcp/nexus-mcp/tools"
 )
 
 // testJWTSecret is the HS256 secret of the test servers (32 bytes).
@@ -1450,4 +1451,124 @@ func benchAuth(b *testing.B, e *httpEnv, hdr map[string]string) {
 			b.Fatalf("status %d", w.Code)
 		}
 	}
+}
+
+// graphSubscriber is a client subscribed to the graph resource, counting
+// the notifications/resources/updated it receives.
+type graphSubscriber struct {
+	c       *client.Client
+	updates chan string
+}
+
+// subscribeGraph opens a client with hdr and subscribes it to the graph
+// resource: legacy sessions with resources/subscribe and the session's GET
+// stream; the modern protocol with a subscriptions/listen stream, returned
+// once the server acknowledged it.
+func subscribeGraph(t *testing.T, url string, hdr map[string]string, legacy bool) *graphSubscriber {
+	t.Helper()
+	opts := []transport.StreamableHTTPCOption{transport.WithHTTPHeaders(hdr)}
+	var copts []client.ClientOption
+	if legacy {
+		opts = append(opts, transport.WithContinuousListening())
+		copts = append(copts, client.WithProtocolVersion(mcp.LATEST_LEGACY_PROTOCOL_VERSION))
+	}
+	tr, err := transport.NewStreamableHTTP(url, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewClient(tr, copts...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s := &graphSubscriber{c: c, updates: make(chan string, 64)}
+	acked := make(chan struct{}, 1)
+	c.OnNotification(func(n mcp.JSONRPCNotification) {
+		switch n.Method {
+		case string(mcp.MethodNotificationResourceUpdated):
+			s.updates <- fmt.Sprint(n.Params.AdditionalFields["uri"])
+		case mcp.MethodNotificationSubscriptionsAcknowledged:
+			acked <- struct{}{}
+		}
+	})
+	var init mcp.InitializeRequest
+	init.Params.ClientInfo = mcp.Implementation{Name: "subscriber", Version: "1"}
+	if _, err := c.Initialize(ctx, init); err != nil {
+		t.Fatalf("initialize: %v", err)
+	}
+	if legacy {
+		//lint:ignore SA1019 the session negotiates 2025-06-18, where resources/subscribe is the way to subscribe
+		if err := c.Subscribe(ctx, mcp.SubscribeRequest{Params: mcp.SubscribeParams{URI: tools.GraphURI}}); err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+		return s
+	}
+	stop, err := c.ListenAsync(context.Background(), mcp.SubscriptionFilter{ResourceSubscriptions: []string{tools.GraphURI}},
+		func(err error) { t.Errorf("subscriptions/listen: %v", err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+	select {
+	case <-acked:
+	case <-ctx.Done():
+		t.Fatal("subscriptions/listen not acknowledged within 30 s")
+	}
+	return s
+}
+
+// next waits for the subscriber's next update and checks its URI.
+func (s *graphSubscriber) next(t *testing.T, who string) {
+	t.Helper()
+	select {
+	case uri := <-s.updates:
+		if uri != tools.GraphURI {
+			t.Errorf("%s: update for %q, want %q", who, uri, tools.GraphURI)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: no notifications/resources/updated within 30 s of its tenant's write", who)
+	}
+}
+
+// TestHTTPResourceUpdatesStayInTenant: sessions of tenants A and B
+// subscribe to the graph resource, over the legacy protocol (sessions,
+// resources/subscribe) and the modern one (subscriptions/listen). A write
+// of A reaches A's subscriber (the positive control), then B's write
+// reaches B's: at that moment B must hold no other update. Updates reach
+// a subscriber in the order the writes committed, so an update of A leaked
+// to B would have arrived first. The same the other way round.
+func TestHTTPResourceUpdatesStayInTenant(t *testing.T) {
+	e := startHTTP(t, httpTestOpts{})
+	keyA := e.newKey(t, memory.NewKey{TenantID: "sub-a", UserID: "alice"})
+	keyB := e.newKey(t, memory.NewKey{TenantID: "sub-b", UserID: "bob"})
+	leaked := 0
+	for _, legacy := range []bool{true, false} {
+		t.Run(map[bool]string{true: "legacy subscribe", false: "subscriptions/listen"}[legacy], func(t *testing.T) {
+			a := subscribeGraph(t, e.url, bearer(keyA), legacy)
+			b := subscribeGraph(t, e.url, bearer(keyB), legacy)
+			extra := func(s *graphSubscriber, who string) {
+				if n := len(s.updates); n != 0 {
+					leaked += n
+					t.Errorf("%s holds %d more updates than its tenant's writes", who, n)
+				}
+			}
+			write := func(s *graphSubscriber) {
+				t.Helper()
+				if res := mcpGoCall(t, s.c, "create_entities", entityArgs(canary())); res.IsError {
+					t.Fatalf("create_entities: %s", resultText(res))
+				}
+			}
+			write(a)
+			a.next(t, "A")
+			write(b)
+			b.next(t, "B")
+			extra(b, "B")
+			write(a)
+			a.next(t, "A")
+			extra(a, "A")
+		})
+	}
+	t.Logf("metric resource_updates_leaked=%d", leaked)
 }
