@@ -178,9 +178,10 @@ func (a *Authenticator) Validate() error {
 //     TenantID and Role. Otherwise 403.
 //  5. X-Env: when the credential is bound to an Env, a present X-Env must
 //     equal it (403 otherwise); without a bound Env it is ignored.
-//  6. Kill switch: TenantStatus of the final tenant, read on every
-//     request: disabled or (except for JWTs on their own tenant) unknown:
-//     403; storage error: 503.
+//  6. Kill switch: the status of the final tenant, read on every request
+//     (with the key's row for an API key on its own tenant, from
+//     TenantStatus otherwise): disabled or (except for JWTs on their own
+//     tenant) unknown: 403; storage error: 503.
 //
 // When Validate fails, every request gets 503 (fail closed); call Validate
 // at start-up to refuse to start instead.
