@@ -61,11 +61,18 @@ func newSubscriptions() *subscriptions {
 	return &subscriptions{sessions: map[string]*subscriber{}, listens: map[server.ClientSession]string{}}
 }
 
+// sessionTenant returns the MCP session and the authenticated tenant of a
+// request; ok is false when either is missing.
+func sessionTenant(ctx context.Context) (session server.ClientSession, tenant string, ok bool) {
+	session = server.ClientSessionFromContext(ctx)
+	tenant, err := tenancy.TenantFromContext(ctx)
+	return session, tenant, session != nil && err == nil
+}
+
 func (s *subscriptions) install(hooks *server.Hooks) {
 	hooks.AddAfterSubscribe(func(ctx context.Context, _ any, msg *mcp.SubscribeRequest, _ *mcp.EmptyResult) {
-		session := server.ClientSessionFromContext(ctx)
-		tenant, err := tenancy.TenantFromContext(ctx)
-		if session == nil || err != nil {
+		session, tenant, ok := sessionTenant(ctx)
+		if !ok {
 			return
 		}
 		s.mu.Lock()
@@ -94,9 +101,8 @@ func (s *subscriptions) install(hooks *server.Hooks) {
 	// A listen stream is tracked from before its handler records the
 	// filter until the handler returns, with a result or an error.
 	hooks.AddBeforeSubscriptionsListen(func(ctx context.Context, _ any, _ *mcp.SubscriptionsListenRequest) {
-		session := server.ClientSessionFromContext(ctx)
-		tenant, err := tenancy.TenantFromContext(ctx)
-		if session == nil || err != nil {
+		session, tenant, ok := sessionTenant(ctx)
+		if !ok {
 			return
 		}
 		s.mu.Lock()
