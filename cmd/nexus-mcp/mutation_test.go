@@ -8,9 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -423,24 +420,12 @@ func mtUnexercisedStatements(t *testing.T, recorded []string) []mtStmt {
 }
 
 // mtSourceSQL returns the SQL statements of the non-test Go files in dir
-// (memtest.SQLStatements, the collector of memory's static check).
+// (memtest.PackageSQL, the collector of memory's static check).
 func mtSourceSQL(t *testing.T, dir string) []mtStmt {
 	t.Helper()
-	names, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	stmts, err := memtest.PackageSQL(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fset := token.NewFileSet()
-	var files []*ast.File
-	for _, n := range names {
-		if strings.HasSuffix(n, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, n, nil, parser.SkipObjectResolution)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, f)
-	}
-	return memtest.SQLStatements(fset, files)
+	return stmts
 }

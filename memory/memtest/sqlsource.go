@@ -2,10 +2,12 @@ package memtest
 
 import (
 	"go/ast"
+	"go/parser"
 	"go/token"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Statement is one SQL statement found in Go source: a string
@@ -112,4 +114,25 @@ func addConsts(m map[string]ast.Expr, gd *ast.GenDecl) {
 			}
 		}
 	}
+}
+
+// PackageSQL returns the SQL statements of the non-test Go files in dir.
+func PackageSQL(dir string) ([]Statement, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		return nil, err
+	}
+	fset := token.NewFileSet()
+	var files []*ast.File
+	for _, n := range names {
+		if strings.HasSuffix(n, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, n, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+	}
+	return SQLStatements(fset, files), nil
 }
