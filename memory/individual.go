@@ -290,22 +290,6 @@ func (s *Store) IndividualMemory(ctx context.Context, agent string) (IndividualM
 	}, nil
 }
 
-// Preferences returns agent's preferences ({} when none were set), through
-// the (tenant, agent) preferences cache.
-func (s *Store) Preferences(ctx context.Context, agent string) (map[string]any, error) {
-	tenant, err := tenantOf(ctx)
-	if err != nil {
-		return nil, err
-	}
-	p, err := cachedRead(ctx, s, s.collab.prefs, cacheKey{tenantID: tenant, agentID: agent}, func(t *txn) (string, error) {
-		return preferencesJSON(t, tenant, agent)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return prefsObject(p)
-}
-
 // cachedRead returns k's entry of c, or reads it with load in one read
 // transaction and caches it. While the caches are not live (a PostgreSQL
 // listener reconnecting) it always reads and caches nothing.

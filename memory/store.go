@@ -413,30 +413,6 @@ func (s *Store) checkWAL(ctx context.Context) error {
 	return nil
 }
 
-// Pragmas reads busy_timeout, journal_mode, foreign_keys and synchronous on
-// one connection of each pool; tests use it to prove the DSN applies them to
-// every pooled connection.
-func (s *Store) Pragmas(ctx context.Context, reader bool) (map[string]string, error) {
-	db := s.w
-	if reader {
-		db = s.r
-	}
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	out := map[string]string{}
-	for _, p := range []string{"busy_timeout", "journal_mode", "foreign_keys", "synchronous"} {
-		var v string
-		if err := conn.QueryRowContext(ctx, "PRAGMA "+p).Scan(&v); err != nil {
-			return nil, fmt.Errorf("read pragma %s: %w", p, err)
-		}
-		out[p] = v
-	}
-	return out, nil
-}
-
 // migrate applies the embedded migrations of the dialect (migrations/ for
 // SQLite, migrations/postgres/ for PostgreSQL) in order, each in its own
 // transaction, recording them in schema_migrations.

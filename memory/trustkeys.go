@@ -112,22 +112,6 @@ func (s *Store) ImportTrustKey(ctx context.Context, tenantID string, k delegatio
 	})
 }
 
-// DeleteTrustKey removes tenantID's trust key (requests then need no
-// signature); a tenant without a key is ErrNotFound.
-func (s *Store) DeleteTrustKey(ctx context.Context, tenantID string) error {
-	return s.write(ctx, func(t *txn) error {
-		t.audit.set("trust_key.delete", "", "")
-		res, err := t.exec(`DELETE FROM trust_keys WHERE tenant_id = ?`, tenantID)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return notFoundf("tenant %q has no trust key", tenantID)
-		}
-		return nil
-	})
-}
-
 // SetAgentCredential stores the credential call_agent_tool presents (as a
 // bearer token) when tenantID calls agentID's endpoint, replacing any
 // previous one. The credential is never returned by a tool or logged.

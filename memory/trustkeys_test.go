@@ -71,17 +71,6 @@ func TestTrustKeys(t *testing.T) {
 			}
 		})
 	}
-	t.Run("delete", func(t *testing.T) {
-		if err := s.DeleteTrustKey(ctx, "a"); err != nil {
-			t.Fatal(err)
-		}
-		if _, ok, _ := s.TenantTrustKey(as("a")); ok {
-			t.Error("key still present after delete")
-		}
-		if err := s.DeleteTrustKey(ctx, "a"); !errors.Is(err, ErrNotFound) {
-			t.Errorf("second delete = %v, want ErrNotFound", err)
-		}
-	})
 }
 
 func TestAgentCredentials(t *testing.T) {

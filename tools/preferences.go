@@ -9,7 +9,6 @@ import (
 // PreferenceStore is the storage of set_preferences.
 type PreferenceStore interface {
 	SetPreferences(ctx context.Context, agent string, patch map[string]any) (map[string]any, error)
-	Preferences(ctx context.Context, agent string) (map[string]any, error)
 }
 
 // setPreferencesArgs are the arguments of set_preferences.
