@@ -214,6 +214,12 @@ func FromContext(ctx context.Context) (TrustContext, bool) {
 	if !ok {
 		return TrustContext{}, false
 	}
+	return Of(rc)
+}
+
+// Of returns the TrustContext rc carries, if any: the one typed reader of
+// RequestContext.Trust (tenancy cannot name the type).
+func Of(rc tenancy.RequestContext) (TrustContext, bool) {
 	tc, ok := rc.Trust.(TrustContext)
 	return tc, ok
 }

@@ -144,7 +144,7 @@ type AuditRecord struct {
 // identityEvent fills an event's identity from rc and its trust context.
 func identityEvent(ev *delegation.AuditEvent, rc tenancy.RequestContext) {
 	ev.UserID, ev.APIKeyID, ev.AgentID = rc.UserID, rc.APIKeyID, rc.AgentID
-	if tc, ok := rc.Trust.(delegation.TrustContext); ok {
+	if tc, ok := delegation.Of(rc); ok {
 		if tc.AgentID != "" {
 			ev.AgentID = tc.AgentID
 		}
@@ -154,7 +154,7 @@ func identityEvent(ev *delegation.AuditEvent, rc tenancy.RequestContext) {
 
 // chainDetail adds the request's delegation chain to a row without detail.
 func chainDetail(rc tenancy.RequestContext, detail string) string {
-	tc, ok := rc.Trust.(delegation.TrustContext)
+	tc, ok := delegation.Of(rc)
 	if detail != "" || !ok || len(tc.Chain) == 0 {
 		return detail
 	}

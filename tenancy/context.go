@@ -50,7 +50,10 @@ type RequestContext struct {
 	Role       string // membership role in TenantID ("member", "admin"), or "" for the credential's own tenant
 	// DevOverride is true when UserID came from the X-User-Id dev header.
 	DevOverride bool
-	// Trust is the EATP trust context of the request, when one was presented.
+	// Trust is the EATP trust context of the request (a
+	// delegation.TrustContext), when one was presented; set it with
+	// delegation.NewContext and read it with delegation.Of, never by a type
+	// assertion of one's own.
 	Trust any
 }
 
