@@ -66,7 +66,7 @@ func TestParseMode(t *testing.T) {
 	}
 }
 
-// TestMiddlewareModeMatrix is plan E1: every mode against every case.
+// TestMiddlewareModeMatrix: every mode against every case.
 func TestMiddlewareModeMatrix(t *testing.T) {
 	store := newFakeStore()
 	valid := ToHeaders(validTC())
@@ -169,7 +169,8 @@ func TestMiddlewareModeMatrix(t *testing.T) {
 	t.Logf("metric mode_mismatches=%d", mismatches)
 }
 
-// TestMiddlewareChainRules is plan E3 over HTTP in enforcing mode.
+// TestMiddlewareChainRules: the delegation-chain rules over HTTP in
+// enforcing mode.
 func TestMiddlewareChainRules(t *testing.T) {
 	store := newFakeStore()
 	cfg := MiddlewareConfig{Mode: ModeEnforcing, Policy: testPolicy, Verifier: NewVerifier(store, testPolicy)}
@@ -223,7 +224,8 @@ func TestMiddlewareChainRules(t *testing.T) {
 	t.Logf("metric chain_violations_accepted=%d", accepted)
 }
 
-// TestMiddlewareExemptPaths is plan E4.
+// TestMiddlewareExemptPaths: exempt paths skip trust checks, matched as
+// written ("/health" is not "/healthz"; "/metrics/*" covers what is below).
 func TestMiddlewareExemptPaths(t *testing.T) {
 	cfg := MiddlewareConfig{Mode: ModeEnforcing, ExemptPaths: []string{"/health", "/metrics/*"},
 		Verifier: NewVerifier(newFakeStore(), testPolicy)}
@@ -274,7 +276,7 @@ func TestMiddlewareExemptPaths(t *testing.T) {
 	}
 }
 
-// TestMiddlewareSignature is plan E2: enforcing with a tenant trust key.
+// TestMiddlewareSignature: enforcing with a tenant trust key.
 func TestMiddlewareSignature(t *testing.T) {
 	for _, alg := range []string{AlgHMACSHA256, AlgEd25519} {
 		t.Run(alg, func(t *testing.T) {

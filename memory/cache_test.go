@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-// Plan C1–C3 and F4 (cache keys): the (tenant, agent) caches in front of
+// Cache keys: the (tenant, agent) caches in front of
 // individual memory and preferences. TestIndividualCache and
 // TestCacheKeyCollision are the unit tests; the tests here print the
 // figures and cover every write that must invalidate.
@@ -34,7 +34,7 @@ func cacheSnapshot(t *testing.T, s *Store, tenant, agent string) string {
 	return string(b)
 }
 
-// TestCacheTenantIsolation is plan C1 and C3. Tenants a and b both have an
+// TestCacheTenantIsolation: tenants a and b both have an
 // agent ag1 (tenant-scoped registry), each with its own canary in
 // preferences, learnings and capabilities. Whichever tenant warms the
 // caches first, the other never gets its entry; and after every write that
@@ -202,7 +202,7 @@ func TestCacheTenantIsolation(t *testing.T) {
 var cacheKeyIDs = []string{"", "a", "b", "a:b", "b:c", ":", "a:", ":a", "a/b", "a\x00b", "ag1", "ag1 ", "AG1",
 	"\uff41\uff47\uff11", "\u00e9", "e\u0301", "日本", "🙂", strings.Repeat("x", 256)}
 
-// TestCacheKeyFigures is plan C2 exhaustively over cacheKeyIDs: every
+// TestCacheKeyFigures, exhaustively over cacheKeyIDs: every
 // (tenant, agent) pair is a distinct key, both as a value and inside a
 // tenantCache holding all of them at once.
 func TestCacheKeyFigures(t *testing.T) {
@@ -236,7 +236,7 @@ func TestCacheKeyFigures(t *testing.T) {
 	t.Logf("metric key_collisions=%d", collisions)
 }
 
-// FuzzCacheKey is the cache-key half of plan F4: for any two (tenant,
+// FuzzCacheKey: for any two (tenant,
 // agent) pairs, the keys are equal exactly when the pairs are, and a
 // tenantCache never answers one pair with the other's entry.
 func FuzzCacheKey(f *testing.F) {

@@ -14,7 +14,7 @@ import (
 	"sync"
 )
 
-// Mutation testing of the tenant-isolation tests (security test plan T3),
+// Mutation testing of the tenant-isolation tests,
 // compiled only with -tags mutation. At start-up NEXUS_MUTANT selects:
 //
 //   - "record:<file>": every distinct statement the package runs is

@@ -13,7 +13,7 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
-// T4 of the security test plan: a static check that every SQL statement in
+// A static check that every SQL statement in
 // this package that touches a tenant table carries a tenant predicate, and
 // that every tenant table keys its rows and references by tenant.
 

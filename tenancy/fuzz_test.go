@@ -15,7 +15,7 @@ import (
 // the seed corpus can name it).
 var fuzzKey = APIKeyPrefix + strings.Repeat("A", 43)
 
-// FuzzAuthorizationHeader is plan F3: a raw Authorization header goes
+// FuzzAuthorizationHeader: a raw Authorization header goes
 // through credential extraction, JWT parsing and API key verification.
 // Properties: no panic; a denial is one of the fixed responses; an identity
 // is established only for a header the reference (golang-jwt used

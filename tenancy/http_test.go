@@ -63,7 +63,7 @@ func newKeyFixture(t testing.TB) *keyFixture {
 	return f
 }
 
-// TestAPIKeyAttacks is plan K1: every bad key gets 401 with one
+// TestAPIKeyAttacks: every bad key gets 401 with one
 // byte-identical body; the controls get the key's identity.
 func TestAPIKeyAttacks(t *testing.T) {
 	f := newKeyFixture(t)
@@ -227,7 +227,7 @@ func TestAuthenticatorOutcomes(t *testing.T) {
 	}
 }
 
-// TestDevHeaders is plan D1: X-User-Id is honoured only when dev headers
+// TestDevHeaders: X-User-Id is honoured only when dev headers
 // are on (ENABLE_DEV_HEADERS exactly "1") and a valid credential was
 // presented; it never changes the tenant and is logged.
 func TestDevHeaders(t *testing.T) {
@@ -528,7 +528,8 @@ func TestWriteResponses(t *testing.T) {
 // okHandler answers 200 "ok".
 var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
 
-// TestOriginCheck is plan H1.
+// TestOriginCheck: a browser Origin not on the allow list is refused on every
+// method; listed origins and requests without Origin pass.
 func TestOriginCheck(t *testing.T) {
 	h := OriginCheck([]string{"http://localhost:3000", "https://app.example.com/"}, okHandler)
 	evil := 0
@@ -574,7 +575,8 @@ func TestOriginCheck(t *testing.T) {
 	t.Logf("metric evil_origin_accepted=%d", evil)
 }
 
-// TestHostCheck is plan H2, through a real loopback server.
+// TestHostCheck: on a loopback bind a foreign Host (DNS rebinding) is
+// refused, through a real loopback server.
 func TestHostCheck(t *testing.T) {
 	srv := httptest.NewServer(HostCheck([]string{"127.0.0.1", "localhost", "[::1]"}, okHandler))
 	defer srv.Close()

@@ -99,7 +99,7 @@ func jwkOf(t testing.TB, kid string, priv any) map[string]any {
 	return nil
 }
 
-// TestJWTAttacks is plan J1: every attack through the middleware gets the
+// TestJWTAttacks: every attack through the middleware gets the
 // fixed 401 with error="invalid_token"; every control gets 200 with the
 // right identity.
 func TestJWTAttacks(t *testing.T) {
@@ -272,7 +272,8 @@ func TestJWTAttacks(t *testing.T) {
 	}
 }
 
-// TestNewJWTVerifierConfig is plan J2 and the other start-up refusals.
+// TestNewJWTVerifierConfig: weak secrets, unusable keys and conflicting
+// key sources are refused at start-up.
 func TestNewJWTVerifierConfig(t *testing.T) {
 	rsPEM := publicPEM(t, &testRSAKey().PublicKey)
 	weakRSA := mustRSA(1024)
@@ -341,7 +342,7 @@ func TestJWTDefaultAlgorithms(t *testing.T) {
 	}
 }
 
-// TestJWKSRotation is plan J3 with a local JWKS server: the old key works,
+// TestJWKSRotation, with a local JWKS server: the old key works,
 // a new kid triggers a refetch (at most once per 10 s), a removed key is
 // rejected after the next refresh, and a failed fetch keeps the old keys.
 func TestJWKSRotation(t *testing.T) {

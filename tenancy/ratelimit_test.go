@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// TestRateLimitPerTenant is plan S3: tenant A sends burst + 50 while B
+// TestRateLimitPerTenant proves one tenant cannot use up another's rate: tenant A sends burst + 50 while B
 // sends 10, all at one instant; A gets exactly burst then 429 with
 // Retry-After, B is never limited.
 func TestRateLimitPerTenant(t *testing.T) {

@@ -274,7 +274,7 @@ func TestToolArgumentDecoders(t *testing.T) {
 	t.Logf("metric fuzz_tool_decoders=%d", len(argDecoders))
 }
 
-// FuzzToolArguments is plan F2: raw tools/call arguments for any tool go
+// FuzzToolArguments: raw tools/call arguments for any tool go
 // through decoding, handle's identity and schema check and binding.
 // Properties: no argument type declares a tenant or user field (checked
 // once, before fuzzing); no panic; a refusal is the identity refusal or an

@@ -13,7 +13,7 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
-// Audit completeness (security test plan A1): over a whole HTTP matrix run
+// Audit completeness: over a whole HTTP matrix run
 // (A's fixture, B's probes, the identity-argument spoofs, a shared user id,
 // refused requests at the edge), every state-changing call and every
 // refusal writes exactly one audit row, and nothing else writes one. The

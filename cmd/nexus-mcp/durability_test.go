@@ -30,7 +30,7 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/memory"
 )
 
-// Storage reliability (plan B7 W1, W3, W5 and B6 S4): concurrent writers,
+// Storage reliability: concurrent writers,
 // kill -9 mid-burst, client disconnects mid-write and SIGTERM mid-burst.
 
 // rpcResponse is a JSON-RPC response.
@@ -285,7 +285,7 @@ func (l *latencies) pct(p float64) float64 {
 	return float64(s[min(len(s)-1, int(p*float64(len(s))))].Microseconds()) / 1000
 }
 
-// TestDurabilityConcurrentWriters (W1): 16 HTTP clients x 1000 distinct
+// TestDurabilityConcurrentWriters: 16 HTTP clients x 1000 distinct
 // writes (16 x 100 under -race) with 4 concurrent readers: nothing lost,
 // nothing written twice, no "database is locked" in any response or log.
 func TestDurabilityConcurrentWriters(t *testing.T) {
@@ -527,7 +527,7 @@ func burst(c *rpcClient, writers int, prefix string, stop <-chan struct{}, limit
 	return acked, fiveXX
 }
 
-// TestKillDurability (W3): SIGKILL of the server at a random moment
+// TestKillDurability: SIGKILL of the server at a random moment
 // 50-350 ms into a write burst, then restart, 20 rounds (5 under -race):
 // every acknowledged write is present with exactly one audit row, the
 // database passes integrity_check, and the first request after the
@@ -635,7 +635,7 @@ func TestKillDurability(t *testing.T) {
 	t.Logf("metric restart_ms_max=%.0f", restart.pct(1))
 }
 
-// TestDurabilityClientDisconnect (W5): a client that gives up on a
+// TestDurabilityClientDisconnect: a client that gives up on a
 // multi-entity write mid-call (its request context is cancelled while
 // other clients hold the writer) leaves the write either fully committed
 // (entities, observations and its audit row) or absent, and the next write
@@ -719,7 +719,7 @@ func TestDurabilityClientDisconnect(t *testing.T) {
 	t.Logf("metric stuck_tx=%d", stuck)
 }
 
-// TestDurabilitySIGTERM (S4): SIGTERM during a 16-client write burst:
+// TestDurabilitySIGTERM: SIGTERM during a 16-client write burst:
 // every acknowledged write is present, no 5xx, the process exits within
 // its shutdown timeout, and the WAL file is gone after exit.
 func TestDurabilitySIGTERM(t *testing.T) {

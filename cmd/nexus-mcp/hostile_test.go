@@ -24,13 +24,14 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
-// Hostile input (plan B5 R1-R8, B6 S1-S2, B4 H4): the server answers with
+// Hostile input (malformed JSON-RPC, hostile arguments, panics, slow
+// clients, over HTTP and stdio): the server answers with
 // proper errors, never a 5xx or a panic, stores nothing partial or
 // invalid, and answers a normal call after every case. Cases already in
 // http_test.go (Origin, Host, sessions, body limit, rate limit, shutdown)
 // are not repeated here.
 
-// malformedRPC are the malformed JSON-RPC messages of R2, with the
+// malformedRPC are malformed JSON-RPC messages, with the
 // JSON-RPC error codes acceptable for each (nil: no response expected or
 // any non-5xx refusal).
 var malformedRPC = []struct {
@@ -116,7 +117,7 @@ func panicked(log string) bool {
 	return strings.Contains(log, "panic") || strings.Contains(log, "goroutine ")
 }
 
-// TestHostileJSONRPCHTTP (R2, H4): malformed JSON-RPC, each sent 20 times,
+// TestHostileJSONRPCHTTP: malformed JSON-RPC, each sent 20 times,
 // gets a JSON-RPC error or a 4xx, never a 5xx; wrong Content-Type,
 // unsupported protocol version and batches are 400.
 func TestHostileJSONRPCHTTP(t *testing.T) {
@@ -218,7 +219,7 @@ func refusedOrError(r rpcReply) (bool, string) {
 	return ok && isErr, text
 }
 
-// TestHostileArguments (R1, R3-R6 over HTTP): deep JSON, invalid UTF-8,
+// TestHostileArguments (over HTTP): deep JSON, invalid UTF-8,
 // over-long strings, over-long arrays and an over-limit streamed body are
 // refused (or, for UTF-8, stored normalized); nothing partial or invalid
 // reaches the database; controls at the limits are stored.
@@ -417,7 +418,7 @@ func invalidUTF8Stored(t *testing.T, db string) (invalid, checked int) {
 	return invalid, checked
 }
 
-// TestHostileToolPanic (R7): a panicking tool answers the fixed internal
+// TestHostileToolPanic: a panicking tool answers the fixed internal
 // error without the panic text, the panic is logged with its reference,
 // and the server goes on.
 func TestHostileToolPanic(t *testing.T) {
@@ -448,7 +449,7 @@ func TestHostileToolPanic(t *testing.T) {
 	t.Logf("metric panic_text_leaked=%d", leaked)
 }
 
-// TestHostileSlowClients (S1, S2): slowloris connections are closed at
+// TestHostileSlowClients: slowloris connections are closed at
 // ReadHeaderTimeout while a normal request succeeds; a slow body is cut at
 // ReadTimeout.
 func TestHostileSlowClients(t *testing.T) {
@@ -689,7 +690,7 @@ func (s *stdioRaw) healthy(t *testing.T, n *int, after string) {
 	}
 }
 
-// TestHostileStdio (R2, R3, R4, R8 over stdio): malformed JSON-RPC,
+// TestHostileStdio (over stdio): malformed JSON-RPC,
 // 10,000 garbage lines, a 4 MiB line, a line with NUL bytes, deep JSON and
 // invalid UTF-8: the server answers errors, stays up, and writes nothing
 // but JSON-RPC to stdout.

@@ -37,7 +37,9 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
-// The tenant-isolation matrix (security test plan T1, T2, T5, T6, I1-I4).
+// The tenant-isolation matrix: every tool and resource, every identity-bearing
+// argument and header, concurrent same-id requests and session ids across
+// tenants.
 // Tenants mx-a and mx-b each have two users (a1 admin, a2; b1 admin, b2),
 // an API key per user (over HTTP the second user authenticates with an
 // HS256 JWT), and use the same agent ids (planner, coder) and project id
@@ -1162,7 +1164,7 @@ func mxSpoofs(t *testing.T, fx *mxFixture, names []string, m *mxMetrics) {
 	}
 }
 
-// TestMatrixSameIDConcurrency (T5): tenants A and B call get_ai_messages
+// TestMatrixSameIDConcurrency: tenants A and B call get_ai_messages
 // for the same agent id with identical JSON-RPC ids, concurrently; every
 // answer must carry its caller's canary and not the other's.
 func TestMatrixSameIDConcurrency(t *testing.T) {
@@ -1254,7 +1256,7 @@ func mxPost(url string, hdr map[string]string, body string) (string, error) {
 	return string(b), nil
 }
 
-// TestMatrixIdentityHeaders (I3): headers that are not credentials do not
+// TestMatrixIdentityHeaders: headers that are not credentials do not
 // change who the caller is. X-Tenant-Id naming a tenant the user is not a
 // member of is 403; X-User-Id with dev headers off, X-EATP-Human-Origin
 // naming the other tenant (default permissive EATP mode), X-EATP-Agent-ID
@@ -1274,7 +1276,7 @@ func TestMatrixIdentityHeaders(t *testing.T) {
 	}
 	overrides := 0
 
-	// T6: A's MCP session id presented with B's credential
+	// A's MCP session id presented with B's credential
 	const list = `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
 	aSid := []string{server.HeaderKeySessionID, rawSession(t, e.url, bearer(keys["a1"])), "Mcp-Protocol-Version", "2025-06-18"}
 	status := []struct {
@@ -1364,7 +1366,7 @@ func TestMatrixIdentityHeaders(t *testing.T) {
 	t.Logf("metric header_overrides=%d", overrides)
 }
 
-// TestMatrixHumanOriginEnforcing (I3, enforcing mode): a request with
+// TestMatrixHumanOriginEnforcing (enforcing mode): a request with
 // tenant A's credential whose X-EATP-Human-Origin names tenant B is
 // refused with 403 and audited in A as a trust denial; the same request
 // without the header, or naming A, succeeds (controls). The symmetric

@@ -24,7 +24,7 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
-// The mutation check of the isolation matrix (security test plan T3):
+// The mutation check of the isolation matrix:
 // every mutant drops one tenant predicate of one statement of the memory
 // package (memory/mutation.go describes mutants and predicates), and the
 // matrix must fail under each. Run with

@@ -15,10 +15,10 @@ import (
 )
 
 // minimumVersions are the lowest versions of the security-relevant
-// dependencies we accept (plan G4, in place of govulncheck, which cannot
+// dependencies we accept (in place of govulncheck, which cannot
 // reach its database from CI). golang-jwt v5.2.2 fixed the excessive
 // allocation in header parsing (CVE-2025-30204); the other two are the
-// minimums the security test plan names.
+// minimums that fix known vulnerabilities.
 var minimumVersions = map[string]string{
 	"github.com/golang-jwt/jwt/v5": "v5.2.2",
 	"modernc.org/sqlite":           "v1.46.1",
