@@ -235,7 +235,7 @@ func withoutExtras(t *testing.T, schema json.RawMessage) string {
 }
 
 // TestToolArgumentDecoders checks the fuzz table against the registered
-// tools and the static half of F2: no argument type declares an identity
+// tools, and statically: no argument type declares an identity
 // field. As a positive control, each tool's minimal arguments decode and
 // re-validate.
 func TestToolArgumentDecoders(t *testing.T) {
