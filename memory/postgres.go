@@ -43,8 +43,8 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("postgres URL: %w", err)
 	}
-	if opts.ReadConns > 0 {
-		cfg.MaxConns = int32(opts.ReadConns)
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = int32(opts.MaxConns)
 	} else if !strings.Contains(dbURL, "pool_max_conns") {
 		cfg.MaxConns = 16
 	}

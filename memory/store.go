@@ -1,7 +1,8 @@
 // Package memory owns persistence: opening SQLite with its pragmas, the
 // embedded migrations, transactions, and every tenant-scoped read and write
-// (graph, credentials, and later messages, learnings, handoffs, delegation
-// records), plus the tenant-keyed caches in front of them.
+// (graph, messages, learnings, preferences, handoffs, agents, delegation
+// records, audit), on SQLite or PostgreSQL, plus the tenant-keyed caches in
+// front of them.
 //
 // Every exported method that touches tenant data reads the tenant from ctx
 // (tenancy.TenantFromContext) and fails closed when there is none. SQL and
@@ -73,10 +74,10 @@ func conflictf(format string, a ...any) error {
 type Options struct {
 	// Now is the clock; time.Now when nil. Read once per transaction.
 	Now func() time.Time
-	// ReadConns is the size of the SQLite reader pool (default
-	// max(4, GOMAXPROCS)), or of the PostgreSQL pool (default 16, or the
-	// URL's pool_max_conns).
-	ReadConns int
+	// MaxConns bounds the connections: the SQLite reader pool (default
+	// max(4, GOMAXPROCS); the writer is always one connection), or the one
+	// PostgreSQL pool (default 16, or the URL's pool_max_conns).
+	MaxConns int
 	// Synchronous is the synchronous pragma (default NORMAL).
 	Synchronous string
 	// Logger receives the store's own operational messages (PostgreSQL
@@ -327,8 +328,8 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.ReadConns <= 0 {
-		opts.ReadConns = max(4, runtime.GOMAXPROCS(0))
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = max(4, runtime.GOMAXPROCS(0))
 	}
 	if opts.Synchronous == "" {
 		opts.Synchronous = "NORMAL"
@@ -360,8 +361,8 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 		w.Close()
 		return nil, fmt.Errorf("open readers: %w", err)
 	}
-	r.SetMaxOpenConns(opts.ReadConns)
-	r.SetMaxIdleConns(opts.ReadConns)
+	r.SetMaxOpenConns(opts.MaxConns)
+	r.SetMaxIdleConns(opts.MaxConns)
 	r.SetConnMaxIdleTime(0)
 	r.SetConnMaxLifetime(0)
 
@@ -390,9 +391,9 @@ func (s *Store) Close() error {
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 
-// Path is the database: the SQLite file, or the PostgreSQL URL with its
-// password removed.
-func (s *Store) Path() string { return s.path }
+// Location names the database for people: the SQLite file, or the
+// PostgreSQL URL with its password removed.
+func (s *Store) Location() string { return s.path }
 
 // Backend is "sqlite" or "postgres".
 func (s *Store) Backend() string {

@@ -21,8 +21,8 @@ import (
 )
 
 // Store is the storage the tools need: one small interface per domain,
-// each declared beside its tools. memory.Store implements it; the
-// PostgreSQL store will too.
+// each declared beside its tools. memory.Store implements it on both
+// backends.
 type Store interface {
 	GraphStore
 	// agent collaboration

@@ -240,7 +240,7 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 		return err
 	}
 	addr := ln.Addr().String()
-	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Path(), "transport", "http",
+	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Location(), "transport", "http",
 		"addr", addr, "url", "http://"+addr+"/mcp", "jwt", jwtV != nil, "legacy_key", f.legacyAPIKey != "",
 		"dev_headers", devHeaders, "host_check", app.hostCheck)
 	if !app.hostCheck {

@@ -140,7 +140,7 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 	if err != nil {
 		return err
 	}
-	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Path(),
+	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Location(),
 		"tenant", rc.TenantID, "user", rc.UserID, "transport", "stdio")
 
 	s := newMCPServer(store, logger, sf)
