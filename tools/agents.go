@@ -89,8 +89,9 @@ func (h *Handlers) registerAgent() server.ServerTool {
 		Tool: newTool("register_agent", "Register Agent",
 			"Register an agent (or re-register it, replacing name, capabilities, endpoint and metadata) so others can "+
 				"find and message it. Returns status registered or updated and the agent."+h.scopeNote(),
-			inputSchema[registerAgentArgs](),
-			hints(false, true, true)),
+
+			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[registerAgentArgs]()),
+
 		Handler: handle(h, h.doRegisterAgent),
 	}
 }
@@ -131,8 +132,9 @@ func (h *Handlers) setAgentIdentity() server.ServerTool {
 			"Set an agent's identity: rename currentAgentId to newAgentId, or update newAgentId's name, capabilities and "+
 				"metadata, registering it when needed (autoRegister). Returns status renamed, updated or registered and the agent."+
 				h.scopeNote(),
-			inputSchemaWith[setIdentityArgs](map[string]prop{"autoRegister": {def: true}}),
-			hints(false, true, false)),
+
+			annotations{readOnly: false, destructive: true, idempotent: false}, inputSchemaWith[setIdentityArgs](map[string]prop{"autoRegister": {def: true}})),
+
 		Handler: handle(h, h.doSetAgentIdentity),
 	}
 }
@@ -177,8 +179,9 @@ func (h *Handlers) getAgentStatus() server.ServerTool {
 		Tool: newTool("get_agent_status", "Get Agent Status",
 			"Look up one agent by agentId (name, capabilities, status, lastSeen), or list the agents your tenant "+
 				"registered, by ID, with total and nextOffset."+h.scopeNote(),
-			inputSchemaWith[agentStatusArgs](map[string]prop{"limit": {def: defaultAgents}}),
-			hints(true, false, true)),
+
+			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchemaWith[agentStatusArgs](map[string]prop{"limit": {def: defaultAgents}})),
+
 		Handler: handle(h, h.doGetAgentStatus),
 	}
 }

@@ -137,10 +137,12 @@ type getAuditLogResult struct {
 
 func (h *Handlers) getAuditLog() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("get_audit_log", "Get Audit Log",
+		Tool: newTool("get_audit_log", "Get Audit Log",
 			"Read your tenant's tamper-evident audit log, newest first: one row per state change, delegation event and "+
-				"refused request. Admin members and local mode only. Returns a page of rows and the total.",
-			inputSchema[getAuditLogArgs](), true, false, true, false),
+				"refused request. Admin members and local mode only. Returns a page of rows and the total.", annotations{readOnly: true, destructive: false, idempotent: true, openWorld: false},
+
+			inputSchema[getAuditLogArgs]()),
+
 		Handler: handle(h, h.doGetAuditLog),
 	}
 }
@@ -158,7 +160,7 @@ func (h *Handlers) doGetAuditLog(ctx context.Context, args getAuditLogArgs) (any
 	if err != nil {
 		return nil, err
 	}
-	limit, offset, err := pageArgs(args.Limit, args.Offset, memory.DefaultAuditLimit, memory.MaxAuditLimit)
+	limit, offset, err := page(args.Limit, args.Offset, memory.DefaultAuditLimit, memory.MaxAuditLimit)
 	if err != nil {
 		return nil, err
 	}

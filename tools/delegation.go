@@ -51,15 +51,6 @@ const (
 	maxA2AResponseBytes = 8 << 20
 )
 
-// trustTool builds a trust-domain tool with all four hints explicit.
-func trustTool(name, title, description string, in mcp.ToolOption, readOnly, destructive, idempotent, openWorld bool) mcp.Tool {
-	return mcp.NewTool(name, mcp.WithToolTitle(title), mcp.WithDescription(description), in,
-		mcp.WithReadOnlyHintAnnotation(readOnly),
-		mcp.WithDestructiveHintAnnotation(destructive),
-		mcp.WithIdempotentHintAnnotation(idempotent),
-		mcp.WithOpenWorldHintAnnotation(openWorld))
-}
-
 // checkID refuses a blank id, an over-long one and one with control or
 // invisible format characters (ids end up in HTTP headers and logs).
 func checkID(field, v string, required bool) error {
@@ -93,16 +84,6 @@ func parseSince(field, v string) (time.Time, error) {
 		return time.Time{}, argErrorf("%s must be an RFC 3339 time such as 2025-01-02T15:04:05Z", field)
 	}
 	return t, nil
-}
-
-func pageArgs(limit, offset, def, maxLimit int) (int, int, error) {
-	if limit < 0 || offset < 0 {
-		return 0, 0, argErrorf("limit and offset must not be negative")
-	}
-	if limit == 0 {
-		limit = def
-	}
-	return min(limit, maxLimit), offset, nil
 }
 
 func rfc3339(t time.Time) string {
@@ -195,11 +176,13 @@ type prepareAgentCallResult struct {
 
 func (h *Handlers) prepareAgentCall() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("prepare_agent_call", "Prepare Agent Call",
+		Tool: newTool("prepare_agent_call", "Prepare Agent Call",
 			"Prepare a delegated call from one of your agents to another agent's tool: records a delegation "+
 				"(constraints can only narrow what you inherited) and returns its id, trace id and the X-EATP-* headers "+
-				"to forward with the call. Verify the target's answer with verify_agent_response.",
-			inputSchema[prepareAgentCallArgs](), false, false, false, false),
+				"to forward with the call. Verify the target's answer with verify_agent_response.", annotations{readOnly: false, destructive: false, idempotent: false, openWorld: false},
+
+			inputSchema[prepareAgentCallArgs]()),
+
 		Handler: handle(h, h.doPrepareAgentCall),
 	}
 }
@@ -428,10 +411,12 @@ type verifyAgentResponseResult struct {
 
 func (h *Handlers) verifyAgentResponse() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("verify_agent_response", "Verify Agent Response",
+		Tool: newTool("verify_agent_response", "Verify Agent Response",
 			"Verify and record a target agent's response to a delegation: invalid when the delegation is unknown, "+
-				"expired, revoked or already completed, or when the response is an error. Returns valid and the reasons.",
-			inputSchema[verifyAgentResponseArgs](), false, false, false, false),
+				"expired, revoked or already completed, or when the response is an error. Returns valid and the reasons.", annotations{readOnly: false, destructive: false, idempotent: false, openWorld: false},
+
+			inputSchema[verifyAgentResponseArgs]()),
+
 		Handler: handle(h, h.doVerifyAgentResponse),
 	}
 }
@@ -502,10 +487,12 @@ type delegationHistoryResult struct {
 
 func (h *Handlers) getDelegationHistory() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("get_delegation_history", "Get Delegation History",
+		Tool: newTool("get_delegation_history", "Get Delegation History",
 			"List your tenant's agent-to-agent delegations, newest first, optionally filtered by calling agent, target "+
-				"agent, tool, trace id or time. Returns rows with status (prepared, completed, failed, expired, revoked) and the total.",
-			inputSchema[delegationHistoryArgs](), true, false, true, false),
+				"agent, tool, trace id or time. Returns rows with status (prepared, completed, failed, expired, revoked) and the total.", annotations{readOnly: true, destructive: false, idempotent: true, openWorld: false},
+
+			inputSchema[delegationHistoryArgs]()),
+
 		Handler: handle(h, h.doGetDelegationHistory),
 	}
 }
@@ -515,7 +502,7 @@ func (h *Handlers) doGetDelegationHistory(ctx context.Context, args delegationHi
 	if err != nil {
 		return nil, err
 	}
-	limit, offset, err := pageArgs(args.Limit, args.Offset, memory.DefaultDelegationLimit, memory.MaxDelegationLimit)
+	limit, offset, err := page(args.Limit, args.Offset, memory.DefaultDelegationLimit, memory.MaxDelegationLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -548,10 +535,12 @@ type revokeDelegationResult struct {
 
 func (h *Handlers) revokeDelegation() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("revoke_delegation", "Revoke Delegation",
+		Tool: newTool("revoke_delegation", "Revoke Delegation",
 			"Revoke a delegation and every delegation prepared under it that is still pending; their calls are then "+
-				"refused. Returns how many delegations were revoked.",
-			inputSchema[revokeDelegationArgs](), false, true, true, false),
+				"refused. Returns how many delegations were revoked.", annotations{readOnly: false, destructive: true, idempotent: true, openWorld: false},
+
+			inputSchema[revokeDelegationArgs]()),
+
 		Handler: handle(h, h.doRevokeDelegation),
 	}
 }
@@ -590,10 +579,12 @@ type callAgentToolResult struct {
 
 func (h *Handlers) callAgentTool() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("call_agent_tool", "Call Agent Tool",
+		Tool: newTool("call_agent_tool", "Call Agent Tool",
 			"Call another agent's MCP tool in one step: prepares a delegation, sends tools/call to the target's registered "+
-				"endpoint with signed X-EATP-* headers, verifies and records the response, and returns the target's result.",
-			inputSchema[callAgentToolArgs](), false, false, false, true),
+				"endpoint with signed X-EATP-* headers, verifies and records the response, and returns the target's result.", annotations{readOnly: false, destructive: false, idempotent: false, openWorld: true},
+
+			inputSchema[callAgentToolArgs]()),
+
 		Handler: handle(h, h.doCallAgentTool),
 	}
 }

@@ -3,7 +3,6 @@ package tools
 import (
 	"context"
 
-	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
@@ -111,21 +110,6 @@ func graphToWire(g memory.Graph, paged bool) graphWire {
 	return w
 }
 
-// referenceAnnotations sets the four hints as the reference server does.
-func referenceAnnotations(readOnly, destructive, idempotent bool) []mcp.ToolOption {
-	return []mcp.ToolOption{
-		mcp.WithReadOnlyHintAnnotation(readOnly),
-		mcp.WithDestructiveHintAnnotation(destructive),
-		mcp.WithIdempotentHintAnnotation(idempotent),
-		mcp.WithOpenWorldHintAnnotation(false),
-	}
-}
-
-func graphTool(name, title, description string, in, out mcp.ToolOption, hints []mcp.ToolOption) mcp.Tool {
-	opts := append([]mcp.ToolOption{mcp.WithToolTitle(title), mcp.WithDescription(description), in, out}, hints...)
-	return mcp.NewTool(name, opts...)
-}
-
 // createEntitiesArgs are the arguments of create_entities.
 type createEntitiesArgs struct {
 	Entities []createEntityWire `json:"entities"`
@@ -137,10 +121,11 @@ type createEntitiesResult struct {
 
 func (h *Handlers) createEntities() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("create_entities", "Create Entities",
+		Tool: newTool("create_entities", "Create Entities",
 			"Create multiple new entities in the knowledge graph",
-			inputSchema[createEntitiesArgs](), outputSchema[createEntitiesResult](),
-			referenceAnnotations(false, false, false)),
+
+			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchema[createEntitiesArgs](), outputSchema[createEntitiesResult]()),
+
 		Handler: handle(h, h.doCreateEntities),
 	}
 }
@@ -186,10 +171,11 @@ type createRelationsResult struct {
 
 func (h *Handlers) createRelations() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("create_relations", "Create Relations",
+		Tool: newTool("create_relations", "Create Relations",
 			"Create multiple new relations between entities in the knowledge graph. Relations should be in active voice",
-			inputSchema[createRelationsArgs](), outputSchema[createRelationsResult](),
-			referenceAnnotations(false, false, false)),
+
+			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchema[createRelationsArgs](), outputSchema[createRelationsResult]()),
+
 		Handler: handle(h, h.doCreateRelations),
 	}
 }
@@ -232,10 +218,11 @@ type addObservationsResult struct {
 
 func (h *Handlers) addObservations() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("add_observations", "Add Observations",
+		Tool: newTool("add_observations", "Add Observations",
 			"Add new observations to existing entities in the knowledge graph",
-			inputSchema[addObservationsArgs](), outputSchema[addObservationsResult](),
-			referenceAnnotations(false, false, false)),
+
+			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchema[addObservationsArgs](), outputSchema[addObservationsResult]()),
+
 		Handler: handle(h, h.doAddObservations),
 	}
 }
@@ -266,10 +253,11 @@ type deleteEntitiesArgs struct {
 
 func (h *Handlers) deleteEntities() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("delete_entities", "Delete Entities",
+		Tool: newTool("delete_entities", "Delete Entities",
 			"Delete multiple entities and their associated relations from the knowledge graph",
-			inputSchema[deleteEntitiesArgs](), outputSchema[statusWire](),
-			referenceAnnotations(false, true, true)),
+
+			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[deleteEntitiesArgs](), outputSchema[statusWire]()),
+
 		Handler: handle(h, h.doDeleteEntities),
 	}
 }
@@ -294,10 +282,11 @@ type deleteObservationsArgs struct {
 
 func (h *Handlers) deleteObservations() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("delete_observations", "Delete Observations",
+		Tool: newTool("delete_observations", "Delete Observations",
 			"Delete specific observations from entities in the knowledge graph",
-			inputSchema[deleteObservationsArgs](), outputSchema[statusWire](),
-			referenceAnnotations(false, true, true)),
+
+			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[deleteObservationsArgs](), outputSchema[statusWire]()),
+
 		Handler: handle(h, h.doDeleteObservations),
 	}
 }
@@ -321,10 +310,11 @@ type deleteRelationsArgs struct {
 
 func (h *Handlers) deleteRelations() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("delete_relations", "Delete Relations",
+		Tool: newTool("delete_relations", "Delete Relations",
 			"Delete multiple relations from the knowledge graph",
-			inputSchema[deleteRelationsArgs](), outputSchema[statusWire](),
-			referenceAnnotations(false, true, true)),
+
+			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[deleteRelationsArgs](), outputSchema[statusWire]()),
+
 		Handler: handle(h, h.doDeleteRelations),
 	}
 }
@@ -345,11 +335,12 @@ type readGraphArgs struct {
 
 func (h *Handlers) readGraph() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("read_graph", "Read Graph",
+		Tool: newTool("read_graph", "Read Graph",
 			"Read the entire knowledge graph. A graph too large for one message comes back in pages: "+
 				"truncated is true and nextOffset is the offset of the next page.",
-			inputSchema[readGraphArgs](), outputSchema[graphWire](),
-			referenceAnnotations(true, false, true)),
+
+			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchema[readGraphArgs](), outputSchema[graphWire]()),
+
 		Handler: handle(h, h.doReadGraph),
 	}
 }
@@ -372,10 +363,11 @@ type searchNodesArgs struct {
 
 func (h *Handlers) searchNodes() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("search_nodes", "Search Nodes",
+		Tool: newTool("search_nodes", "Search Nodes",
 			"Search for nodes in the knowledge graph based on a query",
-			inputSchema[searchNodesArgs](), outputSchema[graphWire](),
-			referenceAnnotations(true, false, true)),
+
+			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchema[searchNodesArgs](), outputSchema[graphWire]()),
+
 		Handler: handle(h, h.doSearchNodes),
 	}
 }
@@ -395,10 +387,11 @@ type openNodesArgs struct {
 
 func (h *Handlers) openNodes() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("open_nodes", "Open Nodes",
+		Tool: newTool("open_nodes", "Open Nodes",
 			"Open specific nodes in the knowledge graph by their names",
-			inputSchema[openNodesArgs](), outputSchema[graphWire](),
-			referenceAnnotations(true, false, true)),
+
+			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchema[openNodesArgs](), outputSchema[graphWire]()),
+
 		Handler: handle(h, h.doOpenNodes),
 	}
 }
@@ -454,15 +447,16 @@ type searchEntitiesResult struct {
 
 func (h *Handlers) searchEntities() server.ServerTool {
 	return server.ServerTool{
-		Tool: graphTool("search_entities", "Search Entities",
+		Tool: newTool("search_entities", "Search Entities",
 			"Ranked search of the knowledge graph for natural-language queries: an entity matches when any word of the "+
 				"query is in its name, type or observations; more matching words rank higher, then name hits above type "+
 				"hits above observation hits, then the most recently updated. Returns a page of entities with score, and total.",
-			inputSchemaWith[searchEntitiesArgs](map[string]prop{
+
+			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchemaWith[searchEntitiesArgs](map[string]prop{
 				"searchType": {enum: memory.SearchModes, def: memory.SearchHybrid},
 				"limit":      {def: defaultSearchLimit},
-			}), outputSchema[searchEntitiesResult](),
-			hints(true, false, true)),
+			}), outputSchema[searchEntitiesResult]()),
+
 		Handler: handle(h, h.doSearchEntities),
 	}
 }

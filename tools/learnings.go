@@ -61,8 +61,9 @@ func (h *Handlers) recordLearning() server.ServerTool {
 		Tool: newTool("record_learning", "Record Learning",
 			"Record a lesson an agent learned, with its context and a confidence, in the agent's individual memory. "+
 				"Returns status recorded and the stored learning.",
-			inputSchemaWith[recordLearningArgs](map[string]prop{"confidence": {def: defaultConfidence}}),
-			hints(false, false, false)),
+
+			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchemaWith[recordLearningArgs](map[string]prop{"confidence": {def: defaultConfidence}})),
+
 		Handler: handle(h, h.doRecordLearning),
 	}
 }
@@ -102,8 +103,9 @@ func (h *Handlers) getIndividualMemory() server.ServerTool {
 		Tool: newTool("get_individual_memory", "Get Individual Memory",
 			"Read an agent's individual memory: its preferences, its most recent learnings (default 20, at most 50) "+
 				"with learningsTotal, and its capabilities if your tenant registered it.",
-			inputSchemaWith[individualMemoryArgs](map[string]prop{"limit": {def: defaultLearnings}}),
-			hints(true, false, true)),
+
+			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchemaWith[individualMemoryArgs](map[string]prop{"limit": {def: defaultLearnings}})),
+
 		Handler: handle(h, h.doGetIndividualMemory),
 	}
 }

@@ -69,32 +69,6 @@ func inputSchemaWith[T any](props map[string]prop) mcp.ToolOption {
 	}
 }
 
-// hints sets the annotations every tool declares explicitly.
-func hints(readOnly, destructive, idempotent bool) []mcp.ToolOption {
-	return []mcp.ToolOption{
-		mcp.WithReadOnlyHintAnnotation(readOnly),
-		mcp.WithDestructiveHintAnnotation(destructive),
-		mcp.WithIdempotentHintAnnotation(idempotent),
-		mcp.WithOpenWorldHintAnnotation(false),
-	}
-}
-
-func newTool(name, title, description string, in mcp.ToolOption, h []mcp.ToolOption) mcp.Tool {
-	opts := append([]mcp.ToolOption{mcp.WithToolTitle(title), mcp.WithDescription(description), in}, h...)
-	return mcp.NewTool(name, opts...)
-}
-
-// page checks limit and offset and applies the default and the cap.
-func page(limit, offset, def, maxLimit int) (int, int, error) {
-	if limit < 0 || offset < 0 {
-		return 0, 0, argErrorf("limit and offset must not be negative")
-	}
-	if limit == 0 {
-		limit = def
-	}
-	return min(limit, maxLimit), offset, nil
-}
-
 // alias returns the value of a field that has an alias; both given and
 // different is an argument error.
 func alias(name, v, aliasName, av string) (string, error) {
@@ -172,13 +146,14 @@ func (h *Handlers) sendAIMessage() server.ServerTool {
 			"Send a message to another agent of your tenant (to), to every agent your tenant registered (to \"*\" or broadcast), "+
 				"or to those having all of toCapabilities. One message is stored per recipient. Returns status sent or "+
 				"no_recipients, the recipients, and one messageId per recipient.",
-			inputSchemaWith[sendMessageArgs](map[string]prop{
+
+			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchemaWith[sendMessageArgs](map[string]prop{
 				"messageType": {enum: memory.MessageTypes, def: "info"},
 				"priority":    {enum: memory.Priorities, def: "normal"},
 				"broadcast":   {def: false},
 				"excludeSelf": {def: true},
-			}),
-			hints(false, false, false)),
+			})),
+
 		Handler: handle(h, h.doSendAIMessage),
 	}
 }
@@ -277,13 +252,14 @@ func (h *Handlers) getAIMessages() server.ServerTool {
 			"Read an agent's inbox in your tenant, newest first, optionally filtered by type, time or unread state. "+
 				"Returns a page of messages (default 20, at most 100) with total, unreadCount and nextOffset; "+
 				"with markAsRead the returned messages are marked read.",
-			inputSchemaWith[getMessagesArgs](map[string]prop{
+
+			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchemaWith[getMessagesArgs](map[string]prop{
 				"messageType": {enum: memory.MessageTypes},
 				"limit":       {def: defaultMessages},
 				"unreadOnly":  {def: false},
 				"markAsRead":  {def: false},
-			}),
-			hints(false, false, false)),
+			})),
+
 		Handler: handle(h, h.doGetAIMessages),
 	}
 }
@@ -330,8 +306,9 @@ func (h *Handlers) markMessagesRead() server.ServerTool {
 		Tool: newTool("mark_messages_read", "Mark Messages Read",
 			"Mark an agent's messages read: the given messageIds, or all its unread messages. "+
 				"Returns how many were marked (ids of other inboxes are ignored).",
-			inputSchema[markReadArgs](),
-			hints(false, false, true)),
+
+			annotations{readOnly: false, destructive: false, idempotent: true}, inputSchema[markReadArgs]()),
+
 		Handler: handle(h, h.doMarkMessagesRead),
 	}
 }

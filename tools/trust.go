@@ -64,10 +64,12 @@ type createTrustSessionArgs struct {
 
 func (h *Handlers) createTrustSession() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("create_trust_session", "Create Trust Session",
+		Tool: newTool("create_trust_session", "Create Trust Session",
 			"Start a trust session on behalf of a human: requests that send its id in X-EATP-Session-ID act for that "+
-				"human until it expires or is revoked. Returns the session (id nxs-<uuid>) with expires_at.",
-			inputSchema[createTrustSessionArgs](), false, false, false, false),
+				"human until it expires or is revoked. Returns the session (id nxs-<uuid>) with expires_at.", annotations{readOnly: false, destructive: false, idempotent: false, openWorld: false},
+
+			inputSchema[createTrustSessionArgs]()),
+
 		Handler: handle(h, h.doCreateTrustSession),
 	}
 }
@@ -118,9 +120,11 @@ type trustSessionIDArgs struct {
 
 func (h *Handlers) getTrustSession() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("get_trust_session", "Get Trust Session",
-			"Get one trust session of your tenant. Returns it with active, and inactive_reason (expired or revoked) when it is not.",
-			inputSchema[trustSessionIDArgs](), true, false, true, false),
+		Tool: newTool("get_trust_session", "Get Trust Session",
+			"Get one trust session of your tenant. Returns it with active, and inactive_reason (expired or revoked) when it is not.", annotations{readOnly: true, destructive: false, idempotent: true, openWorld: false},
+
+			inputSchema[trustSessionIDArgs]()),
+
 		Handler: handle(h, h.doGetTrustSession),
 	}
 }
@@ -153,15 +157,17 @@ type listTrustSessionsResult struct {
 
 func (h *Handlers) listTrustSessions() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("list_trust_sessions", "List Trust Sessions",
-			"List your tenant's trust sessions, newest first (only active ones unless active_only is false). Returns a page and the total.",
-			inputSchema[listTrustSessionsArgs](), true, false, true, false),
+		Tool: newTool("list_trust_sessions", "List Trust Sessions",
+			"List your tenant's trust sessions, newest first (only active ones unless active_only is false). Returns a page and the total.", annotations{readOnly: true, destructive: false, idempotent: true, openWorld: false},
+
+			inputSchema[listTrustSessionsArgs]()),
+
 		Handler: handle(h, h.doListTrustSessions),
 	}
 }
 
 func (h *Handlers) doListTrustSessions(ctx context.Context, args listTrustSessionsArgs) (any, error) {
-	limit, offset, err := pageArgs(args.Limit, args.Offset, memory.DefaultSessionLimit, memory.MaxSessionLimit)
+	limit, offset, err := page(args.Limit, args.Offset, memory.DefaultSessionLimit, memory.MaxSessionLimit)
 	if err != nil {
 		return nil, err
 	}
@@ -186,10 +192,12 @@ type revokeTrustSessionArgs struct {
 
 func (h *Handlers) revokeTrustSession() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("revoke_trust_session", "Revoke Trust Session",
+		Tool: newTool("revoke_trust_session", "Revoke Trust Session",
 			"Revoke a trust session: requests naming it are refused from now on. Your own sessions, or any with an "+
-				"admin membership. Returns the revoked session.",
-			inputSchema[revokeTrustSessionArgs](), false, true, true, false),
+				"admin membership. Returns the revoked session.", annotations{readOnly: false, destructive: true, idempotent: true, openWorld: false},
+
+			inputSchema[revokeTrustSessionArgs]()),
+
 		Handler: handle(h, h.doRevokeTrustSession),
 	}
 }
@@ -226,10 +234,12 @@ type revokeByHumanResult struct {
 
 func (h *Handlers) revokeTrustSessionsByHuman() server.ServerTool {
 	return server.ServerTool{
-		Tool: trustTool("revoke_trust_sessions_by_human", "Revoke Trust Sessions By Human",
+		Tool: newTool("revoke_trust_sessions_by_human", "Revoke Trust Sessions By Human",
 			"Revoke every trust session of one human in your tenant (yourself, or anyone with an admin membership). "+
-				"Returns how many were revoked.",
-			inputSchema[revokeByHumanArgs](), false, true, true, false),
+				"Returns how many were revoked.", annotations{readOnly: false, destructive: true, idempotent: true, openWorld: false},
+
+			inputSchema[revokeByHumanArgs]()),
+
 		Handler: handle(h, h.doRevokeTrustSessionsByHuman),
 	}
 }
