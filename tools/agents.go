@@ -89,9 +89,8 @@ func (h *Handlers) registerAgent() server.ServerTool {
 		Tool: newTool("register_agent", "Register Agent",
 			"Register an agent (or re-register it, replacing name, capabilities, endpoint and metadata) so others can "+
 				"find and message it. Returns status registered or updated and the agent."+h.scopeNote(),
-
-			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[registerAgentArgs]()),
-
+			annotations{readOnly: false, destructive: true, idempotent: true},
+			inputSchema[registerAgentArgs]()),
 		Handler: handle(h, h.doRegisterAgent),
 	}
 }
@@ -132,9 +131,8 @@ func (h *Handlers) setAgentIdentity() server.ServerTool {
 			"Set an agent's identity: rename currentAgentId to newAgentId, or update newAgentId's name, capabilities and "+
 				"metadata, registering it when needed (autoRegister). Returns status renamed, updated or registered and the agent."+
 				h.scopeNote(),
-
-			annotations{readOnly: false, destructive: true, idempotent: false}, inputSchemaWith[setIdentityArgs](map[string]prop{"autoRegister": {def: true}})),
-
+			annotations{readOnly: false, destructive: true, idempotent: false},
+			inputSchemaWith[setIdentityArgs](map[string]prop{"autoRegister": {def: true}})),
 		Handler: handle(h, h.doSetAgentIdentity),
 	}
 }
@@ -179,9 +177,8 @@ func (h *Handlers) getAgentStatus() server.ServerTool {
 		Tool: newTool("get_agent_status", "Get Agent Status",
 			"Look up one agent by agentId (name, capabilities, status, lastSeen), or list the agents your tenant "+
 				"registered, by ID, with total and nextOffset."+h.scopeNote(),
-
-			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchemaWith[agentStatusArgs](map[string]prop{"limit": {def: defaultAgents}})),
-
+			annotations{readOnly: true, destructive: false, idempotent: true},
+			inputSchemaWith[agentStatusArgs](map[string]prop{"limit": {def: defaultAgents}})),
 		Handler: handle(h, h.doGetAgentStatus),
 	}
 }

@@ -139,10 +139,9 @@ func (h *Handlers) getAuditLog() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("get_audit_log", "Get Audit Log",
 			"Read your tenant's tamper-evident audit log, newest first: one row per state change, delegation event and "+
-				"refused request. Admin members and local mode only. Returns a page of rows and the total.", annotations{readOnly: true, destructive: false, idempotent: true, openWorld: false},
-
+				"refused request. Admin members and local mode only. Returns a page of rows and the total.",
+			annotations{readOnly: true, destructive: false, idempotent: true},
 			inputSchema[getAuditLogArgs]()),
-
 		Handler: handle(h, h.doGetAuditLog),
 	}
 }

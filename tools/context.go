@@ -62,12 +62,11 @@ func (h *Handlers) getAgentContext() server.ServerTool {
 			"Assemble what an agent needs to resume work: the project's handoff (read, not consumed), its preferences, "+
 				"unread messages (most urgent first) and recent learnings, in that priority, trimmed to maxTokens "+
 				"(estimated at 4 bytes per token). Returns the kept items with totals and what was omitted.",
-
-			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchemaWith[agentContextArgs](map[string]prop{
+			annotations{readOnly: true, destructive: false, idempotent: true},
+			inputSchemaWith[agentContextArgs](map[string]prop{
 				"depth":     {enum: []string{"hot", "warm", "cold"}, def: defaultDepth},
 				"maxTokens": {def: defaultMaxTokens},
 			})),
-
 		Handler: handle(h, h.doGetAgentContext),
 	}
 }
@@ -168,12 +167,11 @@ func (h *Handlers) translatePath() server.ServerTool {
 		Tool: newTool("translate_path", "Translate Path",
 			"Translate a file path between windows, wsl and linux: C:\\x is /mnt/c/x in WSL, \\\\wsl$\\<distro>\\x and "+
 				"\\\\wsl.localhost\\<distro>\\x are /x. Returns the translated path; nothing is read or written.",
-
-			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchemaWith[translatePathArgs](map[string]prop{
+			annotations{readOnly: true, destructive: false, idempotent: true},
+			inputSchemaWith[translatePathArgs](map[string]prop{
 				"fromPlatform": {enum: platforms},
 				"toPlatform":   {enum: platforms},
 			})),
-
 		Handler: handle(h, h.doTranslatePath),
 	}
 }

@@ -179,10 +179,9 @@ func (h *Handlers) prepareAgentCall() server.ServerTool {
 		Tool: newTool("prepare_agent_call", "Prepare Agent Call",
 			"Prepare a delegated call from one of your agents to another agent's tool: records a delegation "+
 				"(constraints can only narrow what you inherited) and returns its id, trace id and the X-EATP-* headers "+
-				"to forward with the call. Verify the target's answer with verify_agent_response.", annotations{readOnly: false, destructive: false, idempotent: false, openWorld: false},
-
+				"to forward with the call. Verify the target's answer with verify_agent_response.",
+			annotations{readOnly: false, destructive: false, idempotent: false},
 			inputSchema[prepareAgentCallArgs]()),
-
 		Handler: handle(h, h.doPrepareAgentCall),
 	}
 }
@@ -413,10 +412,9 @@ func (h *Handlers) verifyAgentResponse() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("verify_agent_response", "Verify Agent Response",
 			"Verify and record a target agent's response to a delegation: invalid when the delegation is unknown, "+
-				"expired, revoked or already completed, or when the response is an error. Returns valid and the reasons.", annotations{readOnly: false, destructive: false, idempotent: false, openWorld: false},
-
+				"expired, revoked or already completed, or when the response is an error. Returns valid and the reasons.",
+			annotations{readOnly: false, destructive: false, idempotent: false},
 			inputSchema[verifyAgentResponseArgs]()),
-
 		Handler: handle(h, h.doVerifyAgentResponse),
 	}
 }
@@ -489,10 +487,9 @@ func (h *Handlers) getDelegationHistory() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("get_delegation_history", "Get Delegation History",
 			"List your tenant's agent-to-agent delegations, newest first, optionally filtered by calling agent, target "+
-				"agent, tool, trace id or time. Returns rows with status (prepared, completed, failed, expired, revoked) and the total.", annotations{readOnly: true, destructive: false, idempotent: true, openWorld: false},
-
+				"agent, tool, trace id or time. Returns rows with status (prepared, completed, failed, expired, revoked) and the total.",
+			annotations{readOnly: true, destructive: false, idempotent: true},
 			inputSchema[delegationHistoryArgs]()),
-
 		Handler: handle(h, h.doGetDelegationHistory),
 	}
 }
@@ -537,10 +534,9 @@ func (h *Handlers) revokeDelegation() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("revoke_delegation", "Revoke Delegation",
 			"Revoke a delegation and every delegation prepared under it that is still pending; their calls are then "+
-				"refused. Returns how many delegations were revoked.", annotations{readOnly: false, destructive: true, idempotent: true, openWorld: false},
-
+				"refused. Returns how many delegations were revoked.",
+			annotations{readOnly: false, destructive: true, idempotent: true},
 			inputSchema[revokeDelegationArgs]()),
-
 		Handler: handle(h, h.doRevokeDelegation),
 	}
 }
@@ -581,10 +577,9 @@ func (h *Handlers) callAgentTool() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("call_agent_tool", "Call Agent Tool",
 			"Call another agent's MCP tool in one step: prepares a delegation, sends tools/call to the target's registered "+
-				"endpoint with signed X-EATP-* headers, verifies and records the response, and returns the target's result.", annotations{readOnly: false, destructive: false, idempotent: false, openWorld: true},
-
+				"endpoint with signed X-EATP-* headers, verifies and records the response, and returns the target's result.",
+			annotations{readOnly: false, destructive: false, idempotent: false, openWorld: true},
 			inputSchema[callAgentToolArgs]()),
-
 		Handler: handle(h, h.doCallAgentTool),
 	}
 }

@@ -123,9 +123,8 @@ func (h *Handlers) createEntities() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("create_entities", "Create Entities",
 			"Create multiple new entities in the knowledge graph",
-
-			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchema[createEntitiesArgs](), outputSchema[createEntitiesResult]()),
-
+			annotations{readOnly: false, destructive: false, idempotent: false},
+			inputSchema[createEntitiesArgs](), outputSchema[createEntitiesResult]()),
 		Handler: handle(h, h.doCreateEntities),
 	}
 }
@@ -173,9 +172,8 @@ func (h *Handlers) createRelations() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("create_relations", "Create Relations",
 			"Create multiple new relations between entities in the knowledge graph. Relations should be in active voice",
-
-			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchema[createRelationsArgs](), outputSchema[createRelationsResult]()),
-
+			annotations{readOnly: false, destructive: false, idempotent: false},
+			inputSchema[createRelationsArgs](), outputSchema[createRelationsResult]()),
 		Handler: handle(h, h.doCreateRelations),
 	}
 }
@@ -220,9 +218,8 @@ func (h *Handlers) addObservations() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("add_observations", "Add Observations",
 			"Add new observations to existing entities in the knowledge graph",
-
-			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchema[addObservationsArgs](), outputSchema[addObservationsResult]()),
-
+			annotations{readOnly: false, destructive: false, idempotent: false},
+			inputSchema[addObservationsArgs](), outputSchema[addObservationsResult]()),
 		Handler: handle(h, h.doAddObservations),
 	}
 }
@@ -255,9 +252,8 @@ func (h *Handlers) deleteEntities() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("delete_entities", "Delete Entities",
 			"Delete multiple entities and their associated relations from the knowledge graph",
-
-			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[deleteEntitiesArgs](), outputSchema[statusWire]()),
-
+			annotations{readOnly: false, destructive: true, idempotent: true},
+			inputSchema[deleteEntitiesArgs](), outputSchema[statusWire]()),
 		Handler: handle(h, h.doDeleteEntities),
 	}
 }
@@ -284,9 +280,8 @@ func (h *Handlers) deleteObservations() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("delete_observations", "Delete Observations",
 			"Delete specific observations from entities in the knowledge graph",
-
-			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[deleteObservationsArgs](), outputSchema[statusWire]()),
-
+			annotations{readOnly: false, destructive: true, idempotent: true},
+			inputSchema[deleteObservationsArgs](), outputSchema[statusWire]()),
 		Handler: handle(h, h.doDeleteObservations),
 	}
 }
@@ -312,9 +307,8 @@ func (h *Handlers) deleteRelations() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("delete_relations", "Delete Relations",
 			"Delete multiple relations from the knowledge graph",
-
-			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[deleteRelationsArgs](), outputSchema[statusWire]()),
-
+			annotations{readOnly: false, destructive: true, idempotent: true},
+			inputSchema[deleteRelationsArgs](), outputSchema[statusWire]()),
 		Handler: handle(h, h.doDeleteRelations),
 	}
 }
@@ -338,9 +332,8 @@ func (h *Handlers) readGraph() server.ServerTool {
 		Tool: newTool("read_graph", "Read Graph",
 			"Read the entire knowledge graph. A graph too large for one message comes back in pages: "+
 				"truncated is true and nextOffset is the offset of the next page.",
-
-			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchema[readGraphArgs](), outputSchema[graphWire]()),
-
+			annotations{readOnly: true, destructive: false, idempotent: true},
+			inputSchema[readGraphArgs](), outputSchema[graphWire]()),
 		Handler: handle(h, h.doReadGraph),
 	}
 }
@@ -365,9 +358,8 @@ func (h *Handlers) searchNodes() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("search_nodes", "Search Nodes",
 			"Search for nodes in the knowledge graph based on a query",
-
-			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchema[searchNodesArgs](), outputSchema[graphWire]()),
-
+			annotations{readOnly: true, destructive: false, idempotent: true},
+			inputSchema[searchNodesArgs](), outputSchema[graphWire]()),
 		Handler: handle(h, h.doSearchNodes),
 	}
 }
@@ -389,9 +381,8 @@ func (h *Handlers) openNodes() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("open_nodes", "Open Nodes",
 			"Open specific nodes in the knowledge graph by their names",
-
-			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchema[openNodesArgs](), outputSchema[graphWire]()),
-
+			annotations{readOnly: true, destructive: false, idempotent: true},
+			inputSchema[openNodesArgs](), outputSchema[graphWire]()),
 		Handler: handle(h, h.doOpenNodes),
 	}
 }
@@ -451,12 +442,11 @@ func (h *Handlers) searchEntities() server.ServerTool {
 			"Ranked search of the knowledge graph for natural-language queries: an entity matches when any word of the "+
 				"query is in its name, type or observations; more matching words rank higher, then name hits above type "+
 				"hits above observation hits, then the most recently updated. Returns a page of entities with score, and total.",
-
-			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchemaWith[searchEntitiesArgs](map[string]prop{
+			annotations{readOnly: true, destructive: false, idempotent: true},
+			inputSchemaWith[searchEntitiesArgs](map[string]prop{
 				"searchType": {enum: memory.SearchModes, def: memory.SearchHybrid},
 				"limit":      {def: defaultSearchLimit},
 			}), outputSchema[searchEntitiesResult]()),
-
 		Handler: handle(h, h.doSearchEntities),
 	}
 }

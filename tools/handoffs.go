@@ -75,9 +75,8 @@ func (h *Handlers) endSession() server.ServerTool {
 			"End an agent's session on a project by leaving a handoff (summary, open items, learnings) for the next "+
 				"session of any agent of your tenant; it replaces the project's previous unconsumed handoff. "+
 				"Returns status session_ended and the handoff.",
-
-			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchema[endSessionArgs]()),
-
+			annotations{readOnly: false, destructive: false, idempotent: false},
+			inputSchema[endSessionArgs]()),
 		Handler: handle(h, h.doEndSession),
 	}
 }
@@ -123,9 +122,8 @@ func (h *Handlers) beginSession() server.ServerTool {
 			"Begin an agent's session on a project: takes the project's pending handoff (exactly once: of concurrent "+
 				"callers one gets it, the others get handoff null). Returns status session_opened, the handoff, and "+
 				"context with the agent's 10 newest unread messages and 10 most recent learnings.",
-
-			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchema[beginSessionArgs]()),
-
+			annotations{readOnly: false, destructive: false, idempotent: false},
+			inputSchema[beginSessionArgs]()),
 		Handler: handle(h, h.doBeginSession),
 	}
 }

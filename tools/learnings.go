@@ -61,9 +61,8 @@ func (h *Handlers) recordLearning() server.ServerTool {
 		Tool: newTool("record_learning", "Record Learning",
 			"Record a lesson an agent learned, with its context and a confidence, in the agent's individual memory. "+
 				"Returns status recorded and the stored learning.",
-
-			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchemaWith[recordLearningArgs](map[string]prop{"confidence": {def: defaultConfidence}})),
-
+			annotations{readOnly: false, destructive: false, idempotent: false},
+			inputSchemaWith[recordLearningArgs](map[string]prop{"confidence": {def: defaultConfidence}})),
 		Handler: handle(h, h.doRecordLearning),
 	}
 }
@@ -103,9 +102,8 @@ func (h *Handlers) getIndividualMemory() server.ServerTool {
 		Tool: newTool("get_individual_memory", "Get Individual Memory",
 			"Read an agent's individual memory: its preferences, its most recent learnings (default 20, at most 50) "+
 				"with learningsTotal, and its capabilities if your tenant registered it.",
-
-			annotations{readOnly: true, destructive: false, idempotent: true}, inputSchemaWith[individualMemoryArgs](map[string]prop{"limit": {def: defaultLearnings}})),
-
+			annotations{readOnly: true, destructive: false, idempotent: true},
+			inputSchemaWith[individualMemoryArgs](map[string]prop{"limit": {def: defaultLearnings}})),
 		Handler: handle(h, h.doGetIndividualMemory),
 	}
 }

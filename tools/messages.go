@@ -146,14 +146,13 @@ func (h *Handlers) sendAIMessage() server.ServerTool {
 			"Send a message to another agent of your tenant (to), to every agent your tenant registered (to \"*\" or broadcast), "+
 				"or to those having all of toCapabilities. One message is stored per recipient. Returns status sent or "+
 				"no_recipients, the recipients, and one messageId per recipient.",
-
-			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchemaWith[sendMessageArgs](map[string]prop{
+			annotations{readOnly: false, destructive: false, idempotent: false},
+			inputSchemaWith[sendMessageArgs](map[string]prop{
 				"messageType": {enum: memory.MessageTypes, def: "info"},
 				"priority":    {enum: memory.Priorities, def: "normal"},
 				"broadcast":   {def: false},
 				"excludeSelf": {def: true},
 			})),
-
 		Handler: handle(h, h.doSendAIMessage),
 	}
 }
@@ -252,14 +251,13 @@ func (h *Handlers) getAIMessages() server.ServerTool {
 			"Read an agent's inbox in your tenant, newest first, optionally filtered by type, time or unread state. "+
 				"Returns a page of messages (default 20, at most 100) with total, unreadCount and nextOffset; "+
 				"with markAsRead the returned messages are marked read.",
-
-			annotations{readOnly: false, destructive: false, idempotent: false}, inputSchemaWith[getMessagesArgs](map[string]prop{
+			annotations{readOnly: false, destructive: false, idempotent: false},
+			inputSchemaWith[getMessagesArgs](map[string]prop{
 				"messageType": {enum: memory.MessageTypes},
 				"limit":       {def: defaultMessages},
 				"unreadOnly":  {def: false},
 				"markAsRead":  {def: false},
 			})),
-
 		Handler: handle(h, h.doGetAIMessages),
 	}
 }
@@ -306,9 +304,8 @@ func (h *Handlers) markMessagesRead() server.ServerTool {
 		Tool: newTool("mark_messages_read", "Mark Messages Read",
 			"Mark an agent's messages read: the given messageIds, or all its unread messages. "+
 				"Returns how many were marked (ids of other inboxes are ignored).",
-
-			annotations{readOnly: false, destructive: false, idempotent: true}, inputSchema[markReadArgs]()),
-
+			annotations{readOnly: false, destructive: false, idempotent: true},
+			inputSchema[markReadArgs]()),
 		Handler: handle(h, h.doMarkMessagesRead),
 	}
 }

@@ -28,9 +28,8 @@ func (h *Handlers) setPreferences() server.ServerTool {
 		Tool: newTool("set_preferences", "Set Preferences",
 			"Merge preferences into an agent's stored preferences (one record per agent; keys not given are kept, "+
 				"a null value removes a key). Returns status updated and the merged preferences.",
-
-			annotations{readOnly: false, destructive: true, idempotent: true}, inputSchema[setPreferencesArgs]()),
-
+			annotations{readOnly: false, destructive: true, idempotent: true},
+			inputSchema[setPreferencesArgs]()),
 		Handler: handle(h, h.doSetPreferences),
 	}
 }

@@ -66,10 +66,9 @@ func (h *Handlers) createTrustSession() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("create_trust_session", "Create Trust Session",
 			"Start a trust session on behalf of a human: requests that send its id in X-EATP-Session-ID act for that "+
-				"human until it expires or is revoked. Returns the session (id nxs-<uuid>) with expires_at.", annotations{readOnly: false, destructive: false, idempotent: false, openWorld: false},
-
+				"human until it expires or is revoked. Returns the session (id nxs-<uuid>) with expires_at.",
+			annotations{readOnly: false, destructive: false, idempotent: false},
 			inputSchema[createTrustSessionArgs]()),
-
 		Handler: handle(h, h.doCreateTrustSession),
 	}
 }
@@ -121,10 +120,9 @@ type trustSessionIDArgs struct {
 func (h *Handlers) getTrustSession() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("get_trust_session", "Get Trust Session",
-			"Get one trust session of your tenant. Returns it with active, and inactive_reason (expired or revoked) when it is not.", annotations{readOnly: true, destructive: false, idempotent: true, openWorld: false},
-
+			"Get one trust session of your tenant. Returns it with active, and inactive_reason (expired or revoked) when it is not.",
+			annotations{readOnly: true, destructive: false, idempotent: true},
 			inputSchema[trustSessionIDArgs]()),
-
 		Handler: handle(h, h.doGetTrustSession),
 	}
 }
@@ -158,10 +156,9 @@ type listTrustSessionsResult struct {
 func (h *Handlers) listTrustSessions() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("list_trust_sessions", "List Trust Sessions",
-			"List your tenant's trust sessions, newest first (only active ones unless active_only is false). Returns a page and the total.", annotations{readOnly: true, destructive: false, idempotent: true, openWorld: false},
-
+			"List your tenant's trust sessions, newest first (only active ones unless active_only is false). Returns a page and the total.",
+			annotations{readOnly: true, destructive: false, idempotent: true},
 			inputSchema[listTrustSessionsArgs]()),
-
 		Handler: handle(h, h.doListTrustSessions),
 	}
 }
@@ -194,10 +191,9 @@ func (h *Handlers) revokeTrustSession() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("revoke_trust_session", "Revoke Trust Session",
 			"Revoke a trust session: requests naming it are refused from now on. Your own sessions, or any with an "+
-				"admin membership. Returns the revoked session.", annotations{readOnly: false, destructive: true, idempotent: true, openWorld: false},
-
+				"admin membership. Returns the revoked session.",
+			annotations{readOnly: false, destructive: true, idempotent: true},
 			inputSchema[revokeTrustSessionArgs]()),
-
 		Handler: handle(h, h.doRevokeTrustSession),
 	}
 }
@@ -236,10 +232,9 @@ func (h *Handlers) revokeTrustSessionsByHuman() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("revoke_trust_sessions_by_human", "Revoke Trust Sessions By Human",
 			"Revoke every trust session of one human in your tenant (yourself, or anyone with an admin membership). "+
-				"Returns how many were revoked.", annotations{readOnly: false, destructive: true, idempotent: true, openWorld: false},
-
+				"Returns how many were revoked.",
+			annotations{readOnly: false, destructive: true, idempotent: true},
 			inputSchema[revokeByHumanArgs]()),
-
 		Handler: handle(h, h.doRevokeTrustSessionsByHuman),
 	}
 }
