@@ -44,6 +44,9 @@ func (h *Handlers) errorResult(ctx context.Context, tool string, err error) (*mc
 		return mcp.NewToolResultError(errForbiddenMismatch.Error()), nil
 	case errors.Is(err, tenancy.ErrForbidden):
 		return mcp.NewToolResultError("forbidden"), nil
+	case isRefusal(err):
+		// An EATP refusal: its message names the rule, never request values.
+		return mcp.NewToolResultError(err.Error()), nil
 	}
 	return nil, h.internal(ctx, "tool", tool, err)
 }

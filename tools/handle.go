@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -45,7 +44,7 @@ func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error
 		}
 		var args A
 		if err := req.BindArguments(&args); err != nil {
-			return mcp.NewToolResultError("invalid arguments: " + err.Error()), nil
+			return h.errorResult(ctx, name, argErrorf("invalid arguments: %v", err))
 		}
 		tc, delegated := delegation.FromContext(ctx)
 		if delegated && tc.SessionID != "" {
@@ -66,10 +65,6 @@ func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error
 		if err != nil {
 			if isRefusal(err) {
 				h.auditRefusal(ctx, name, hash, err)
-				if !errors.Is(err, errForbiddenMismatch) && !errors.Is(err, tenancy.ErrForbidden) {
-					// An EATP refusal: its message names the rule, never request values.
-					return mcp.NewToolResultError(err.Error()), nil
-				}
 			}
 			return h.errorResult(ctx, name, err)
 		}
