@@ -122,7 +122,7 @@ func BenchmarkOpenNodes10(b *testing.B) {
 		for j := range names {
 			names[j] = fmt.Sprintf("p0-ent-%d", (i*31+j*997)%10000)
 		}
-		if _, err := s.OpenNodes(ctx, names); err != nil {
+		if _, err := s.OpenNodes(ctx, names, Page{}); err != nil {
 			b.Fatal(err)
 		}
 	}

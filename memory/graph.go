@@ -579,7 +579,7 @@ func buffered(next func() (*relRow, error)) (func() (*relRow, error), error) {
 func (g *Graph) fill(es *entityStream, nextRel func() (*relRow, error), page Page) error {
 	g.Entities = []Entity{}
 	g.Relations = []Relation{}
-	used := 64
+	used := graphOverhead
 	rel, err := nextRel()
 	if err != nil {
 		return err
@@ -652,8 +652,11 @@ func relationCost(r Relation) int {
 }
 
 // SearchNodes returns the entities whose name, type or any observation
-// contains query, case-insensitively, in creation order, plus every relation
-// with either endpoint among them. Queries of three or more characters use
+// contains query, case-insensitively, in creation order from page.Offset,
+// plus every relation with either endpoint among them (a relation between
+// two pages comes back with both). The page stops at page.Limit entities
+// or where the entities and their relations would exceed page.MaxBytes;
+// Total is the number of matches. Queries of three or more characters use
 // the trigram index; shorter ones scan the tenant's entities.
 func (s *Store) SearchNodes(ctx context.Context, query string, page Page) (Graph, error) {
 	tenant, err := tenantOf(ctx)
@@ -681,38 +684,93 @@ func (s *Store) SearchNodes(ctx context.Context, query string, page Page) (Graph
 		}
 		defer rows.Close()
 		es := newEntityStream(rows)
-		var ids []int64
-		used := 64
+		var cands []entityRow
+		used, full := graphOverhead, false
 		for e := es.next(); e != nil; e = es.next() {
 			if !match(e.Entity) {
 				continue
 			}
 			g.Total++
-			if g.Truncated {
+			if g.Total <= page.Offset || full {
 				continue
 			}
+			// Entities alone bound the candidates; fitGraph adds the relations.
 			cost := entityCost(e.Entity)
-			if (page.MaxBytes > 0 && used+cost > page.MaxBytes) || (page.Limit > 0 && len(ids) >= page.Limit) {
-				g.Truncated = true
+			if (page.MaxBytes > 0 && used+cost > page.MaxBytes) || (page.Limit > 0 && len(cands) >= page.Limit) {
+				full = true
 				continue
 			}
 			used += cost
-			ids = append(ids, e.id)
-			g.Entities = append(g.Entities, e.Entity)
+			cands = append(cands, *e)
 		}
 		if es.err != nil {
 			return es.err
 		}
-		g.Relations, err = relationsTouching(t, tenant, ids)
-		return err
+		return g.fitTouching(t, tenant, cands, page.MaxBytes)
 	})
 	if err != nil {
 		return Graph{}, err
 	}
-	if g.Truncated {
-		g.NextOffset = len(g.Entities)
-	}
+	g.pageEnd(page.Offset)
 	return g, nil
+}
+
+// graphOverhead is the estimated size of an empty graph answer.
+const graphOverhead = 64
+
+// fitTouching sets g's entities to the longest prefix of cands that fits
+// maxBytes (0: no bound) together with every relation touching it, and
+// g's relations to those relations.
+func (g *Graph) fitTouching(t *txn, tenant string, cands []entityRow, maxBytes int) error {
+	ids := make([]int64, len(cands))
+	for i, e := range cands {
+		ids[i] = e.id
+	}
+	rels, err := relationsTouching(t, tenant, ids)
+	if err != nil {
+		return err
+	}
+	byEnd := map[int64][]int{}
+	for i, r := range rels {
+		byEnd[r.from] = append(byEnd[r.from], i)
+		if r.to != r.from {
+			byEnd[r.to] = append(byEnd[r.to], i)
+		}
+	}
+	counted := make([]bool, len(rels))
+	kept := map[int64]bool{}
+	used := graphOverhead
+	for _, e := range cands {
+		cost := entityCost(e.Entity)
+		for _, i := range byEnd[e.id] {
+			if !counted[i] {
+				counted[i] = true
+				cost += relationCost(rels[i].Relation)
+			}
+		}
+		if maxBytes > 0 && used+cost > maxBytes {
+			break
+		}
+		used += cost
+		kept[e.id] = true
+		g.Entities = append(g.Entities, e.Entity)
+	}
+	g.Relations = []Relation{}
+	for _, r := range rels {
+		if kept[r.from] || kept[r.to] {
+			g.Relations = append(g.Relations, r.Relation)
+		}
+	}
+	return nil
+}
+
+// pageEnd sets Truncated and NextOffset of a page that started at offset,
+// from Total.
+func (g *Graph) pageEnd(offset int) {
+	if next := offset + len(g.Entities); next < g.Total {
+		g.Truncated = true
+		g.NextOffset = next
+	}
 }
 
 // substringCandidates returns the rows (id, name, type, created, updated,
@@ -883,9 +941,11 @@ func (s *Store) trigramMatch(t *txn, table, query string) (match string, ok bool
 // quoteFTS makes s one FTS5 string token.
 func quoteFTS(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
-// OpenNodes returns the named entities that exist, in creation order, plus
-// every relation with either endpoint among them.
-func (s *Store) OpenNodes(ctx context.Context, names []string) (Graph, error) {
+// OpenNodes returns the named entities that exist, in creation order from
+// page.Offset, plus every relation with either endpoint among them; the
+// page stops where the entities and their relations would exceed
+// page.MaxBytes. Total is the number of named entities that exist.
+func (s *Store) OpenNodes(ctx context.Context, names []string, page Page) (Graph, error) {
 	tenant, err := tenantOf(ctx)
 	if err != nil {
 		return Graph{}, err
@@ -908,25 +968,35 @@ func (s *Store) OpenNodes(ctx context.Context, names []string) (Graph, error) {
 		}
 		defer rows.Close()
 		es := newEntityStream(rows)
-		var ids []int64
+		var cands []entityRow
 		for e := es.next(); e != nil; e = es.next() {
-			ids = append(ids, e.id)
-			g.Entities = append(g.Entities, e.Entity)
+			g.Total++
+			if g.Total > page.Offset && (page.Limit <= 0 || len(cands) < page.Limit) {
+				cands = append(cands, *e)
+			}
 		}
 		if es.err != nil {
 			return es.err
 		}
-		g.Total = len(g.Entities)
-		g.Relations, err = relationsTouching(t, tenant, ids)
-		return err
+		return g.fitTouching(t, tenant, cands, page.MaxBytes)
 	})
-	return g, err
+	if err != nil {
+		return Graph{}, err
+	}
+	g.pageEnd(page.Offset)
+	return g, nil
+}
+
+// relEnds is a relation with the row ids of its endpoints.
+type relEnds struct {
+	from, to int64
+	Relation
 }
 
 // relationsTouching returns the relations with either endpoint in ids, in
 // creation order.
-func relationsTouching(t *txn, tenant string, ids []int64) ([]Relation, error) {
-	out := []Relation{}
+func relationsTouching(t *txn, tenant string, ids []int64) ([]relEnds, error) {
+	out := []relEnds{}
 	if len(ids) == 0 {
 		return out, nil
 	}
@@ -939,7 +1009,7 @@ func relationsTouching(t *txn, tenant string, ids []int64) ([]Relation, error) {
 			SELECT r.id FROM ids CROSS JOIN relations r WHERE r.tenant_id = ? AND r.from_id = ids.id
 			UNION
 			SELECT r.id FROM ids CROSS JOIN relations r WHERE r.tenant_id = ? AND r.to_id = ids.id)
-		SELECT f.name, t.name, r.relation_type, r.created_at FROM touching x
+		SELECT r.from_id, r.to_id, f.name, t.name, r.relation_type, r.created_at FROM touching x
 		CROSS JOIN relations r
 		JOIN entities f ON f.tenant_id = r.tenant_id AND f.id = r.from_id
 		JOIN entities t ON t.tenant_id = r.tenant_id AND t.id = r.to_id
@@ -950,8 +1020,8 @@ func relationsTouching(t *txn, tenant string, ids []int64) ([]Relation, error) {
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var r Relation
-		if err := rows.Scan(&r.From, &r.To, &r.RelationType, &r.CreatedAt); err != nil {
+		var r relEnds
+		if err := rows.Scan(&r.from, &r.to, &r.From, &r.To, &r.RelationType, &r.CreatedAt); err != nil {
 			return nil, err
 		}
 		out = append(out, r)

@@ -58,7 +58,7 @@ func TestCreateEntities(t *testing.T) {
 	if n := names(again); !reflect.DeepEqual(n, []string{"Carol"}) {
 		t.Errorf("second create = %v, want [Carol]", n)
 	}
-	g, _ := s.OpenNodes(a, []string{"Alice"})
+	g, _ := s.OpenNodes(a, []string{"Alice"}, Page{})
 	if g.Entities[0].EntityType != "person" || len(g.Entities[0].Observations) != 2 {
 		t.Errorf("Alice after re-create = %+v, want unchanged", g.Entities[0])
 	}
@@ -135,7 +135,7 @@ func TestAddObservations(t *testing.T) {
 	if _, err := s.AddObservations(b, []ObservationAdd{{EntityName: "E", Contents: []string{"b was here"}}}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("B AddObservations to A's entity err = %v, want ErrNotFound", err)
 	}
-	g, _ := s.OpenNodes(a, []string{"E"})
+	g, _ := s.OpenNodes(a, []string{"E"}, Page{})
 	if want := []string{"one", "two", "three"}; !reflect.DeepEqual(g.Entities[0].Observations, want) {
 		t.Errorf("E observations = %q, want %q (nothing from failed calls)", g.Entities[0].Observations, want)
 	}
@@ -238,7 +238,7 @@ func TestOpenNodes(t *testing.T) {
 	if _, err := s.CreateRelations(a, []Relation{{From: "P", To: "Q", RelationType: "r"}, {From: "R", To: "P", RelationType: "r"}, {From: "Q", To: "R", RelationType: "r"}}); err != nil {
 		t.Fatal(err)
 	}
-	g, err := s.OpenNodes(a, []string{"Q", "P", "missing"})
+	g, err := s.OpenNodes(a, []string{"Q", "P", "missing"}, Page{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestOpenNodes(t *testing.T) {
 	if r := rels(g.Relations); !reflect.DeepEqual(r, []string{"P-r->Q", "R-r->P", "Q-r->R"}) {
 		t.Errorf("OpenNodes relations = %v, want every relation touching P or Q", r)
 	}
-	gb, _ := s.OpenNodes(b, []string{"P", "Q"})
+	gb, _ := s.OpenNodes(b, []string{"P", "Q"}, Page{})
 	if len(gb.Entities) != 0 || len(gb.Relations) != 0 {
 		t.Errorf("B OpenNodes(A's names) = %+v, want nothing", gb)
 	}
@@ -360,5 +360,98 @@ func TestConcurrentWritesLoseNothing(t *testing.T) {
 		if len(g.Entities) != writers/2*each {
 			t.Errorf("tenant %s has %d entities, want %d", tenant, len(g.Entities), writers/2*each)
 		}
+	}
+}
+
+// TestSearchAndOpenPagesCountRelations: search_nodes and open_nodes pages
+// stay within MaxBytes with the relations touching their entities counted
+// (a hub entity has many), and walking them by NextOffset yields every
+// matching entity exactly once and every touching relation at least once.
+// Tenant b, whose graph is empty, gets nothing at any offset.
+func TestSearchAndOpenPagesCountRelations(t *testing.T) {
+	s := newTestStore(t)
+	a := as("a")
+	var es []Entity
+	var all []string
+	for i := 0; i < 60; i++ {
+		n := fmt.Sprintf("n%02d", i)
+		all = append(all, n)
+		es = append(es, Entity{Name: n, EntityType: "t", Observations: []string{"match " + strings.Repeat("x", 100)}})
+	}
+	es = append(es, Entity{Name: "other", EntityType: "t", Observations: []string{"none"}})
+	mustCreate(t, s, a, es...)
+	var rs []Relation
+	for i := 1; i < 60; i++ {
+		rs = append(rs, Relation{From: "n00", To: all[i], RelationType: "hub"}, Relation{From: "other", To: all[i], RelationType: "points"})
+	}
+	if _, err := s.CreateRelations(a, rs); err != nil {
+		t.Fatal(err)
+	}
+	budget := entityCost(es[0])*8 + relationCost(rs[0])*70 + graphOverhead
+	cost := func(g Graph) int {
+		n := graphOverhead
+		for _, e := range g.Entities {
+			n += entityCost(e)
+		}
+		for _, r := range g.Relations {
+			n += relationCost(r)
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name string
+		read func(ctx context.Context, p Page) (Graph, error)
+	}{
+		{"SearchNodes", func(ctx context.Context, p Page) (Graph, error) { return s.SearchNodes(ctx, "match", p) }},
+		{"OpenNodes", func(ctx context.Context, p Page) (Graph, error) { return s.OpenNodes(ctx, all, p) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			full, err := tc.read(a, Page{})
+			if err != nil || len(full.Entities) != 60 || len(full.Relations) != len(rs) || full.Truncated {
+				t.Fatalf("%s(no bound) = %d entities, %d relations, truncated %v, %v", tc.name, len(full.Entities), len(full.Relations), full.Truncated, err)
+			}
+			if cost(full) <= budget {
+				t.Fatalf("the graph (%d bytes) fits the budget %d: the test proves nothing", cost(full), budget)
+			}
+			seenE, seenR := map[string]int{}, map[string]bool{}
+			offset, pages := 0, 0
+			for {
+				g, err := tc.read(a, Page{Offset: offset, MaxBytes: budget})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pages++
+				if c := cost(g); c > budget {
+					t.Errorf("page at %d costs %d, budget %d", offset, c, budget)
+				}
+				if len(g.Entities) == 0 || g.Total != 60 {
+					t.Fatalf("page at %d: %d entities, total %d", offset, len(g.Entities), g.Total)
+				}
+				for _, e := range g.Entities {
+					seenE[e.Name]++
+				}
+				for _, r := range rels(g.Relations) {
+					seenR[r] = true
+				}
+				if !g.Truncated {
+					break
+				}
+				if g.NextOffset != offset+len(g.Entities) {
+					t.Fatalf("NextOffset = %d after %d entities from %d", g.NextOffset, len(g.Entities), offset)
+				}
+				offset = g.NextOffset
+			}
+			if pages < 3 || len(seenE) != 60 || len(seenR) != len(rs) {
+				t.Errorf("walk: %d pages, %d entities, %d relations; want >= 3, 60, %d", pages, len(seenE), len(seenR), len(rs))
+			}
+			for k, n := range seenE {
+				if n != 1 {
+					t.Errorf("entity %s seen %d times", k, n)
+				}
+			}
+			if g, err := tc.read(as("b"), Page{Offset: 1, MaxBytes: budget}); err != nil || len(g.Entities) != 0 || len(g.Relations) != 0 || g.Total != 0 {
+				t.Errorf("tenant b at offset 1 = %+v, %v; want nothing", g, err)
+			}
+		})
 	}
 }

@@ -65,6 +65,10 @@ type Sent struct {
 	Recipients []string
 	MessageIDs []string
 	CreatedAt  string
+	// RecipientRegistered reports, for a direct send, whether the caller's
+	// tenant registered the recipient (broadcasts and capability sends
+	// reach registered agents only).
+	RecipientRegistered bool
 }
 
 // Message is one stored message.
@@ -88,6 +92,9 @@ type MessageQuery struct {
 	MarkAsRead bool // mark the returned page read
 	Offset     int
 	Limit      int
+	// MaxBytes bounds the estimated size of the page sent to a client (as
+	// for Page.MaxBytes); the page keeps at least one message. 0: no bound.
+	MaxBytes int
 }
 
 // MessagePage is a page of an inbox, newest first.
@@ -148,6 +155,11 @@ func (s *Store) SendMessage(ctx context.Context, m Send) (Sent, error) {
 		out.CreatedAt = t.now
 		if out.Mode == SelectDirect {
 			out.Recipients = append(out.Recipients, m.To)
+			var n int
+			if err := t.queryRow(`SELECT count(*) FROM agents WHERE tenant_id = ? AND agent_id = ?`, tenant, m.To).Scan(&n); err != nil {
+				return err
+			}
+			out.RecipientRegistered = n > 0
 		} else {
 			rs, err := selectRecipients(t, tenant, caps, m)
 			if err != nil {
@@ -260,6 +272,16 @@ func (s *Store) Messages(ctx context.Context, q MessageQuery) (MessagePage, erro
 		if p.Messages, err = scanMessages(rows); err != nil {
 			return err
 		}
+		if q.MaxBytes > 0 {
+			// Cut before marking: only messages that are sent are marked read.
+			used := graphOverhead
+			for i, m := range p.Messages {
+				if used += messageCost(m); used > q.MaxBytes && i > 0 {
+					p.Messages = p.Messages[:i]
+					break
+				}
+			}
+		}
 		if q.MarkAsRead {
 			now := t.now
 			for i, m := range p.Messages {
@@ -280,6 +302,12 @@ func (s *Store) Messages(ctx context.Context, q MessageQuery) (MessagePage, erro
 		return MessagePage{}, err
 	}
 	return p, nil
+}
+
+// messageCost estimates the bytes m takes in an answer (see jsonStringCost).
+func messageCost(m Message) int {
+	return 2*160 + jsonStringCost(m.ID) + jsonStringCost(m.From) + jsonStringCost(m.To) + jsonStringCost(m.Content) +
+		jsonStringCost(m.Type) + jsonStringCost(m.Priority) + jsonStringCost(m.CreatedAt) + jsonStringCost(m.ReadAt)
 }
 
 // MarkMessagesRead marks agent's unread messages read: those in ids, or all

@@ -150,9 +150,16 @@ func (s *Store) SearchEntities(ctx context.Context, q SearchQuery) (SearchResult
 			for i, r := range page {
 				ids[i] = r.id
 			}
-			res.Relations, err = relationsTouching(t, tenant, ids)
+			rels, err := relationsTouching(t, tenant, ids)
+			if err != nil {
+				return err
+			}
+			res.Relations = make([]Relation, len(rels))
+			for i, r := range rels {
+				res.Relations[i] = r.Relation
+			}
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return SearchResult{}, err

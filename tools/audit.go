@@ -133,6 +133,8 @@ type getAuditLogResult struct {
 	Total  int            `json:"total"`
 	Limit  int            `json:"limit"`
 	Offset int            `json:"offset"`
+	// NextOffset continues a page that has more rows after it.
+	NextOffset *int `json:"nextOffset,omitempty"`
 }
 
 func (h *Handlers) getAuditLog() server.ServerTool {
@@ -174,6 +176,7 @@ func (h *Handlers) doGetAuditLog(ctx context.Context, args getAuditLogArgs) (any
 			AgentID: e.AgentID, TraceID: e.TraceID, SessionID: e.SessionID, Tool: e.Tool, Action: e.Action,
 			Outcome: e.Outcome, ContentHash: e.ContentHash, Detail: e.Detail, Hash: r.Hash})
 	}
+	out.NextOffset = nextOffset(offset, len(out.Rows), total)
 	return out, nil
 }
 

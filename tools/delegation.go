@@ -481,6 +481,8 @@ type delegationHistoryResult struct {
 	Total       int              `json:"total"`
 	Limit       int              `json:"limit"`
 	Offset      int              `json:"offset"`
+	// NextOffset continues a page that has more rows after it.
+	NextOffset *int `json:"nextOffset,omitempty"`
 }
 
 func (h *Handlers) getDelegationHistory() server.ServerTool {
@@ -515,6 +517,7 @@ func (h *Handlers) doGetDelegationHistory(ctx context.Context, args delegationHi
 			CallingAgent: d.CallingAgent, TargetAgent: d.TargetAgent, ToolName: d.ToolName, Timestamp: rfc3339(d.CreatedAt),
 			ExpiresAt: rfc3339(d.ExpiresAt), Status: d.StatusAt(now), HasError: d.HasError, ParentID: d.ParentID})
 	}
+	out.NextOffset = nextOffset(offset, len(out.Delegations), total)
 	return out, nil
 }
 

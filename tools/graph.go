@@ -21,7 +21,7 @@ type GraphStore interface {
 	DeleteRelations(ctx context.Context, relations []memory.Relation) error
 	ReadGraph(ctx context.Context, page memory.Page) (memory.Graph, error)
 	SearchNodes(ctx context.Context, query string, page memory.Page) (memory.Graph, error)
-	OpenNodes(ctx context.Context, names []string) (memory.Graph, error)
+	OpenNodes(ctx context.Context, names []string, page memory.Page) (memory.Graph, error)
 	// Publish and OnChange carry "the graph of tenant T changed" to the
 	// resource subscribers of every replica sharing the database.
 	Publish(ctx context.Context, kind string) error
@@ -61,6 +61,10 @@ type graphWire struct {
 	Total      *int           `json:"total,omitempty" jsonschema:"number of matching entities, when the answer is partial or paged"`
 	NextOffset *int           `json:"nextOffset,omitempty" jsonschema:"offset of the next page, when truncated"`
 	Truncated  bool           `json:"truncated,omitempty" jsonschema:"true when entities were left off to respect limit or the size budget"`
+	// offset is where the page started; touching is true when its
+	// relations are those touching its entities (not only starting at them).
+	offset   int
+	touching bool
 }
 
 type statusWire struct {
@@ -108,6 +112,20 @@ func graphToWire(g memory.Graph, paged bool) graphWire {
 		w.Truncated = true
 	}
 	return w
+}
+
+// graphPage renders a page of a graph read that started at offset. A page
+// that could not take even its first entity (that entity with its
+// relations alone exceeds the budget) is refused, since continuing from it
+// would return the same empty page forever.
+func (h *Handlers) graphPage(g memory.Graph, offset int, paged, touching bool) (any, error) {
+	if g.Truncated && len(g.Entities) == 0 {
+		return nil, argErrorf("the entity at offset %d, with its relations, is larger than the %d-byte answer limit "+
+			"and cannot be sent whole; continue with offset %d", offset, h.budget, offset+1)
+	}
+	w := graphToWire(g, paged)
+	w.offset, w.touching = offset, touching
+	return w, nil
 }
 
 // createEntitiesArgs are the arguments of create_entities.
@@ -342,16 +360,17 @@ func (h *Handlers) doReadGraph(ctx context.Context, args readGraphArgs) (any, er
 	if args.Limit < 0 || args.Offset < 0 {
 		return nil, argErrorf("limit and offset must not be negative")
 	}
-	g, err := h.store.ReadGraph(ctx, memory.Page{Offset: args.Offset, Limit: args.Limit, MaxBytes: h.budget})
+	g, err := h.store.ReadGraph(ctx, memory.Page{Offset: args.Offset, Limit: args.Limit, MaxBytes: h.itemBudget()})
 	if err != nil {
 		return nil, err
 	}
-	return graphToWire(g, args.Limit > 0 || args.Offset > 0), nil
+	return h.graphPage(g, args.Offset, args.Limit > 0 || args.Offset > 0, false)
 }
 
 // searchNodesArgs are the arguments of search_nodes.
 type searchNodesArgs struct {
-	Query string `json:"query" jsonschema:"The search query to match against entity names, types, and observation content" max:"4096"`
+	Query  string `json:"query" jsonschema:"The search query to match against entity names, types, and observation content" max:"4096"`
+	Offset int    `json:"offset,omitempty" jsonschema:"optional: skip this many matches (use nextOffset of a truncated answer)"`
 }
 
 func (h *Handlers) searchNodes() server.ServerTool {
@@ -365,16 +384,20 @@ func (h *Handlers) searchNodes() server.ServerTool {
 }
 
 func (h *Handlers) doSearchNodes(ctx context.Context, args searchNodesArgs) (any, error) {
-	g, err := h.store.SearchNodes(ctx, args.Query, memory.Page{MaxBytes: h.budget})
+	if args.Offset < 0 {
+		return nil, argErrorf("offset must not be negative")
+	}
+	g, err := h.store.SearchNodes(ctx, args.Query, memory.Page{Offset: args.Offset, MaxBytes: h.itemBudget()})
 	if err != nil {
 		return nil, err
 	}
-	return graphToWire(g, false), nil
+	return h.graphPage(g, args.Offset, args.Offset > 0, true)
 }
 
 // openNodesArgs are the arguments of open_nodes.
 type openNodesArgs struct {
-	Names []string `json:"names" jsonschema:"An array of entity names to retrieve"`
+	Names  []string `json:"names" jsonschema:"An array of entity names to retrieve"`
+	Offset int      `json:"offset,omitempty" jsonschema:"optional: skip this many of the entities found (use nextOffset of a truncated answer)"`
 }
 
 func (h *Handlers) openNodes() server.ServerTool {
@@ -388,11 +411,14 @@ func (h *Handlers) openNodes() server.ServerTool {
 }
 
 func (h *Handlers) doOpenNodes(ctx context.Context, args openNodesArgs) (any, error) {
-	g, err := h.store.OpenNodes(ctx, args.Names)
+	if args.Offset < 0 {
+		return nil, argErrorf("offset must not be negative")
+	}
+	g, err := h.store.OpenNodes(ctx, args.Names, memory.Page{Offset: args.Offset, MaxBytes: h.itemBudget()})
 	if err != nil {
 		return nil, err
 	}
-	return graphToWire(g, false), nil
+	return h.graphPage(g, args.Offset, args.Offset > 0, true)
 }
 
 // SearchStore is the storage of search_entities.

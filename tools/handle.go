@@ -176,16 +176,84 @@ func hasNUL(v any) bool {
 }
 
 // render returns res as structured content with its compact JSON as text.
+// An answer whose wire size exceeds the budget is cut to its longest
+// prefix that fits, when res is a page (see pageable), naming where to
+// continue; otherwise, or when not even one item fits, the call gets an
+// error result saying so, never an answer the client would refuse.
 func (h *Handlers) render(ctx context.Context, tool string, res any) (*mcp.CallToolResult, error) {
+	r, size, err := h.renderOnce(res)
+	if err != nil {
+		return nil, h.internal(ctx, "tool", tool, err)
+	}
+	if size <= h.budget {
+		return r, nil
+	}
+	if p, ok := res.(pageable); ok && p.pageLen() > 1 {
+		// The longest prefix that fits, by bisection: a prefix of k+1
+		// items is never smaller than one of k.
+		lo, hi := 0, p.pageLen()-1 // prefix lo fits (or is 0), prefix hi+1 does not
+		var best *mcp.CallToolResult
+		for lo < hi {
+			mid := (lo + hi + 1) / 2
+			rm, sm, err := h.renderOnce(p.firstN(mid))
+			if err != nil {
+				return nil, h.internal(ctx, "tool", tool, err)
+			}
+			if sm <= h.budget {
+				lo, best = mid, rm
+			} else {
+				hi = mid - 1
+			}
+		}
+		if best != nil {
+			return best, nil
+		}
+	}
+	if !h.readOnly[tool] {
+		return mcp.NewToolResultError(fmt.Sprintf("%s succeeded, but its answer (%d bytes) exceeds the %d-byte answer "+
+			"limit and is not shown; send less per call", tool, size, h.budget)), nil
+	}
+	return mcp.NewToolResultError(fmt.Sprintf("the answer (%d bytes) exceeds the %d-byte answer limit; "+
+		"ask for less (a smaller limit, fewer names or a narrower query)", size, h.budget)), nil
+}
+
+// answerReserve is what a store-side size estimate leaves of the budget
+// for the fields around the items (at most an eighth of it).
+const answerReserve = 64 << 10
+
+// itemBudget is the budget a store-side size estimate of the items of an
+// answer may use.
+func (h *Handlers) itemBudget() int { return h.budget - min(answerReserve, h.budget/8) }
+
+// renderOnce builds the result for res and returns its size on the wire.
+func (h *Handlers) renderOnce(res any) (*mcp.CallToolResult, int, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(res); err != nil {
-		return nil, h.internal(ctx, "tool", tool, err)
+		return nil, 0, err
 	}
 	text := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	return &mcp.CallToolResult{
+	r := &mcp.CallToolResult{
 		Content:           []mcp.Content{mcp.NewTextContent(string(text))},
 		StructuredContent: res,
-	}, nil
+	}
+	wire, err := json.Marshal(r)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r, len(wire) + envelopeBytes, nil
+}
+
+// envelopeBytes bounds the JSON-RPC envelope around a result
+// ({"jsonrpc":"2.0","id":...,"result":...} with an id of up to 200 bytes).
+const envelopeBytes = 256
+
+// pageable is a paged answer that can be cut to its first items.
+type pageable interface {
+	// pageLen is the number of items in the page.
+	pageLen() int
+	// firstN returns the answer with only the first n items, its
+	// continuation (nextOffset, truncated) set to the item after them.
+	firstN(n int) any
 }

@@ -11,6 +11,7 @@ package tools
 
 import (
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,8 +41,8 @@ type Store interface {
 
 var _ Store = (*memory.Store)(nil)
 
-// DefaultGraphBudget bounds a read_graph or search_nodes answer (8 MiB),
-// under the 10 MiB message limit of the standard SDK clients.
+// DefaultGraphBudget bounds every tool answer on the wire (8 MiB), under
+// the 10 MiB message limit of the TypeScript SDK stdio client.
 const DefaultGraphBudget = 8 << 20
 
 // Deps are everything the handlers use, passed explicitly.
@@ -50,8 +51,8 @@ type Deps struct {
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// GraphBudget bounds read_graph and search_nodes answers in bytes;
-	// DefaultGraphBudget when 0.
+	// GraphBudget bounds every tool answer and graph resource page in
+	// bytes, as sent (see render); DefaultGraphBudget when 0.
 	GraphBudget int
 	// AgentScope is the agent registry scope the store was opened with
 	// (memory.AgentScopeGlobal when ""); the registry tools describe it.
@@ -64,6 +65,11 @@ type Deps struct {
 	A2AAllowHosts []string
 	// A2ATimeout bounds one call_agent_tool exchange; DefaultA2ATimeout when 0.
 	A2ATimeout time.Duration
+	// Toolsets are the names of the exposed toolsets (see Toolsets,
+	// ParseToolsets); every toolset when empty.
+	Toolsets []string
+	// ReadOnly exposes only the tools whose read-only hint is true.
+	ReadOnly bool
 }
 
 // Handlers hold the dependencies of every tool.
@@ -85,6 +91,9 @@ type Handlers struct {
 	maxDepth   int
 	a2aHosts   map[string]bool
 	a2aTimeout time.Duration
+	// toolsets and readOnlyMode select what Register exposes.
+	toolsets     []string
+	readOnlyMode bool
 }
 
 // New returns the handlers for deps.
@@ -101,6 +110,10 @@ func New(deps Deps) *Handlers {
 		h.budget = DefaultGraphBudget
 	}
 	h.maxDepth, h.a2aTimeout = deps.MaxDepth, deps.A2ATimeout
+	h.toolsets, h.readOnlyMode = deps.Toolsets, deps.ReadOnly
+	if len(h.toolsets) == 0 {
+		h.toolsets = ToolsetNames()
+	}
 	if h.a2aTimeout <= 0 {
 		h.a2aTimeout = DefaultA2ATimeout
 	}
@@ -185,10 +198,15 @@ func (h *Handlers) ServerOptions() []server.ServerOption {
 	}
 }
 
-// Register adds every tool and the knowledge-graph resource to s.
+// Register adds the tools of the enabled toolsets to s, and the
+// knowledge-graph resource when the graph toolset is enabled. A tool not
+// added is unknown to s: calling it is an error.
 func (h *Handlers) Register(s *server.MCPServer) {
 	h.srv = s
 	h.store.OnChange(h.notifySubscribers)
-	s.AddTools(h.all()...)
-	s.AddResources(h.graphResource())
+	s.AddTools(h.exposed()...)
+	if slices.Contains(h.toolsets, "graph") {
+		s.AddResources(h.graphResource())
+		s.AddResourceTemplates(h.graphPageResource())
+	}
 }

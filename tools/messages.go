@@ -132,20 +132,25 @@ type selectionWire struct {
 }
 
 type sendMessageResult struct {
-	Status     string          `json:"status"`
-	Recipients []string        `json:"recipients"`
-	SentCount  int             `json:"sentCount"`
-	MessageIDs []messageIDWire `json:"messageIds"`
-	Selection  selectionWire   `json:"selection"`
-	CreatedAt  string          `json:"createdAt"`
+	Status     string   `json:"status"`
+	Recipients []string `json:"recipients"`
+	// RecipientRegistered is set on a direct send: false when your tenant
+	// never registered the recipient (a typo, or an agent yet to register).
+	RecipientRegistered *bool           `json:"recipientRegistered,omitempty"`
+	SentCount           int             `json:"sentCount"`
+	MessageIDs          []messageIDWire `json:"messageIds"`
+	Selection           selectionWire   `json:"selection"`
+	CreatedAt           string          `json:"createdAt"`
 }
 
 func (h *Handlers) sendAIMessage() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("send_ai_message", "Send AI Message",
 			"Send a message to another agent of your tenant (to), to every agent your tenant registered (to \"*\" or broadcast), "+
-				"or to those having all of toCapabilities. One message is stored per recipient. Returns status sent or "+
-				"no_recipients, the recipients, and one messageId per recipient.",
+				"or to those having all of toCapabilities (broadcasts and capability sends reach only agents that called "+
+				"register_agent). One message is stored per recipient. Returns status sent or no_recipients, the recipients, "+
+				"one messageId per recipient, and for a direct send recipientRegistered (false: no such registered agent; "+
+				"the message is stored anyway).",
 			annotations{readOnly: false, destructive: false, idempotent: false},
 			inputSchemaWith[sendMessageArgs](map[string]prop{
 				"messageType": {enum: memory.MessageTypes, def: "info"},
@@ -213,6 +218,7 @@ func (h *Handlers) doSendAIMessage(ctx context.Context, args sendMessageArgs) (a
 	switch sent.Mode {
 	case memory.SelectDirect:
 		out.Selection.To = to
+		out.RecipientRegistered = &sent.RecipientRegistered
 	case memory.SelectCapabilities:
 		out.Selection.Capabilities = caps
 		out.Selection.ExcludeSelf = &excludeSelf
@@ -268,7 +274,7 @@ func (h *Handlers) doGetAIMessages(ctx context.Context, args getMessagesArgs) (a
 		return nil, err
 	}
 	q := memory.MessageQuery{Agent: args.AgentID, Type: args.MessageType, UnreadOnly: args.UnreadOnly,
-		MarkAsRead: args.MarkAsRead, Offset: offset, Limit: limit}
+		MarkAsRead: args.MarkAsRead, Offset: offset, Limit: limit, MaxBytes: h.itemBudget()}
 	if args.Since != "" {
 		ts, err := time.Parse(time.RFC3339Nano, args.Since)
 		if err != nil {

@@ -46,3 +46,23 @@ func TestMessageTools(t *testing.T) {
 		{"nothing left", a, "get_ai_messages", map[string]any{"agentId": "bob", "unreadOnly": true}, `{"total":0,"unreadCount":0}`, ""},
 	})
 }
+
+// TestSendToUnregisteredAgent: a direct message to an id the caller's
+// tenant did not register is stored (a typo is not refused) but the answer
+// says recipientRegistered false; an agent registered by another tenant is
+// unregistered for this one.
+func TestSendToUnregisteredAgent(t *testing.T) {
+	ts := newTestServer(t)
+	a, b := ctxFor("a"), ctxFor("b")
+	ts.call(a, "register_agent", map[string]any{"agentId": "bob", "name": "bob", "capabilities": []string{}})
+	runSteps(t, ts, []step{
+		{"registered recipient", a, "send_ai_message", map[string]any{"from": "alice", "to": "bob", "content": "hi"},
+			`{"status":"sent","recipients":["bob"],"recipientRegistered":true}`, ""},
+		{"typo: stored, flagged", a, "send_ai_message", map[string]any{"from": "alice", "to": "bbo", "content": "hi"},
+			`{"status":"sent","recipients":["bbo"],"sentCount":1,"recipientRegistered":false}`, ""},
+		{"the typo's message is in its inbox", a, "get_ai_messages", map[string]any{"agentId": "bbo"}, `{"total":1}`, ""},
+		{"another tenant's agent is not registered here", b, "send_ai_message", map[string]any{"from": "eve", "to": "bob", "content": "hi"},
+			`{"status":"sent","recipients":["bob"],"recipientRegistered":false}`, ""},
+		{"b's message is in b's inbox only", a, "get_ai_messages", map[string]any{"agentId": "bob"}, `{"total":1}`, ""},
+	})
+}

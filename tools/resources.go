@@ -3,7 +3,10 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/mark3labs/mcp-go/mcp"
@@ -16,6 +19,10 @@ import (
 // GraphURI is the knowledge-graph resource, as in the reference server.
 const GraphURI = "memory://knowledge-graph"
 
+// GraphPageTemplate is the resource template of the graph's later pages:
+// a truncated read of GraphURI names its next page's URI in nextUri.
+const GraphPageTemplate = GraphURI + "{?cursor}"
+
 func (h *Handlers) graphResource() server.ServerResource {
 	return server.ServerResource{
 		Resource: mcp.NewResource(GraphURI, "knowledge-graph",
@@ -25,18 +32,66 @@ func (h *Handlers) graphResource() server.ServerResource {
 	}
 }
 
-// readGraphResource returns the caller's tenant's graph in the read_graph
-// shape (the first page, when it exceeds the size budget).
+func (h *Handlers) graphPageResource() server.ServerResourceTemplate {
+	return server.ServerResourceTemplate{
+		Template: mcp.NewResourceTemplate(GraphPageTemplate, "knowledge-graph-page",
+			mcp.WithTemplateDescription("A page of the knowledge graph: a graph too large for one message comes back "+
+				"truncated, with nextUri naming the next page"),
+			mcp.WithTemplateMIMEType("application/json")),
+		Handler: h.readGraphResource,
+	}
+}
+
+// graphPageWire is a page of the graph resource: the read_graph shape,
+// plus the URI of the next page when truncated.
+type graphPageWire struct {
+	graphWire
+	NextURI string `json:"nextUri,omitempty"`
+}
+
+// readGraphResource returns a page of the caller's tenant's graph in the
+// read_graph shape: the whole graph when it fits the answer budget, else
+// the page at the URI's cursor (the offset of its first entity).
 func (h *Handlers) readGraphResource(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
-	g, err := h.store.ReadGraph(ctx, memory.Page{MaxBytes: h.budget})
+	uri := req.Params.URI
+	offset, err := graphCursor(uri)
+	if err != nil {
+		return nil, err
+	}
+	g, err := h.store.ReadGraph(ctx, memory.Page{Offset: offset, MaxBytes: h.itemBudget()})
 	if err != nil {
 		return nil, h.internal(ctx, "resource", GraphURI, err)
 	}
-	b, err := json.Marshal(graphToWire(g, false))
+	if g.Truncated && len(g.Entities) == 0 {
+		return nil, fmt.Errorf("the entity at cursor %d, with its relations, is larger than the %d-byte answer limit", offset, h.budget)
+	}
+	page := graphPageWire{graphWire: graphToWire(g, offset > 0)}
+	if g.Truncated {
+		page.NextURI = GraphURI + "?cursor=" + strconv.Itoa(g.NextOffset)
+	}
+	b, err := json.Marshal(page)
 	if err != nil {
 		return nil, h.internal(ctx, "resource", GraphURI, err)
 	}
-	return []mcp.ResourceContents{mcp.TextResourceContents{URI: GraphURI, MIMEType: "application/json", Text: string(b)}}, nil
+	return []mcp.ResourceContents{mcp.TextResourceContents{URI: uri, MIMEType: "application/json", Text: string(b)}}, nil
+}
+
+// graphCursor returns the offset named by a graph resource URI: 0 for
+// GraphURI, the cursor of GraphURI?cursor=N.
+func graphCursor(uri string) (int, error) {
+	if uri == GraphURI {
+		return 0, nil
+	}
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme+"://"+u.Host+u.Path != GraphURI {
+		return 0, fmt.Errorf("unknown resource %q", uri)
+	}
+	c := u.Query().Get("cursor")
+	n, err := strconv.Atoi(c)
+	if err != nil || n < 0 || len(u.Query()) != 1 {
+		return 0, fmt.Errorf("invalid cursor %q in %s: use the nextUri of a truncated page", c, GraphURI)
+	}
+	return n, nil
 }
 
 // subscriptions tracks which sessions subscribed to which resources, and

@@ -151,6 +151,8 @@ type listTrustSessionsResult struct {
 	Total    int                `json:"total"`
 	Limit    int                `json:"limit"`
 	Offset   int                `json:"offset"`
+	// NextOffset continues a page that has more rows after it.
+	NextOffset *int `json:"nextOffset,omitempty"`
 }
 
 func (h *Handlers) listTrustSessions() server.ServerTool {
@@ -177,6 +179,7 @@ func (h *Handlers) doListTrustSessions(ctx context.Context, args listTrustSessio
 	for _, ts := range rows {
 		out.Sessions = append(out.Sessions, h.sessionToWire(ts))
 	}
+	out.NextOffset = nextOffset(offset, len(out.Sessions), total)
 	return out, nil
 }
 

@@ -64,6 +64,7 @@ func (l *lockedBuffer) String() string {
 // httpTestOpts configure startHTTP.
 type httpTestOpts struct {
 	flags      func(*httpFlags)
+	serve      func(*serveFlags) // sets serve flags beyond the HTTP ones
 	mcpOptions []server.ServerOption
 	devHeaders bool
 	setup      func(*httpApp)
@@ -104,6 +105,9 @@ func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	}
 	if o.flags != nil {
 		o.flags(&sf.http)
+	}
+	if o.serve != nil {
+		o.serve(sf)
 	}
 	sf.mcpOptions = o.mcpOptions
 	jwtV, err := sf.http.jwtVerifier()

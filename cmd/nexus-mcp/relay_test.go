@@ -261,7 +261,7 @@ func TestRelayEndToEnd(t *testing.T) {
 		if strings.Contains(string(b), relayKey) {
 			t.Error("the outbound credential appears in the result")
 		}
-		g, err := store2.OpenNodes(actAs("t2"), []string{canary})
+		g, err := store2.OpenNodes(actAs("t2"), []string{canary}, memory.Page{})
 		if err != nil || len(g.Entities) != 1 {
 			t.Errorf("server 2 graph holds %d entities named %s (%v), want 1", len(g.Entities), canary, err)
 		}

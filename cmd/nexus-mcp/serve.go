@@ -8,6 +8,7 @@ import (
 	"log"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/mark3labs/mcp-go/server"
@@ -21,6 +22,8 @@ import (
 
 type serveFlags struct {
 	graphBudget int
+	toolsets    string     // --toolsets: comma-separated tools.Toolsets names, or all
+	readOnly    bool       // --read-only: only tools with the read-only hint
 	agentScope  string     // --agent-scope: memory.AgentScopeGlobal or memory.AgentScopeTenant
 	http        httpFlags  // --http and the flags of the HTTP transport (http.go)
 	trust       trustFlags // --eatp-* and --a2a-allow-hosts (trust.go)
@@ -31,7 +34,10 @@ type serveFlags struct {
 
 func addServeFlags(fs *pflag.FlagSet, sf *serveFlags) {
 	fs.IntVar(&sf.graphBudget, "graph-budget", tools.DefaultGraphBudget,
-		"largest read_graph/search_nodes answer in bytes before it is paged")
+		"largest tool answer in bytes (structured content and text together); larger answers are paged")
+	fs.StringVar(&sf.toolsets, "toolsets", "all",
+		"comma-separated toolsets to expose: "+strings.Join(tools.ToolsetNames(), ", ")+", or all")
+	fs.BoolVar(&sf.readOnly, "read-only", false, "expose only the tools that change nothing (readOnlyHint)")
 	fs.StringVar(&sf.agentScope, "agent-scope", memory.AgentScopeGlobal,
 		"agent registry scope: global (agent ids shared across tenants, owned by the registering tenant) or tenant (private per tenant)")
 	addHTTPFlags(fs, &sf.http)
@@ -48,6 +54,9 @@ func newServeCmd(g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr
 			"authenticating every request (API keys, JWT, legacy key).",
 		Args: serveArgs(sf),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := tools.ParseToolsets(sf.toolsets); err != nil {
+				return &exitError{code: 2, msg: "--toolsets: " + err.Error()}
+			}
 			if sf.http.addr != "" {
 				return serveHTTP(cmd.Context(), g, sf, stderr)
 			}
@@ -114,8 +123,9 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 // newMCPServer builds the MCP server with every tool and resource; extra
 // options (metrics, test recorders) come after the handlers' own.
 func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, extra ...server.ServerOption) *server.MCPServer {
+	toolsets, _ := tools.ParseToolsets(sf.toolsets) // checked at start-up
 	h := tools.New(tools.Deps{Store: store, Logger: logger, GraphBudget: sf.graphBudget, AgentScope: store.AgentScope(),
-		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts})
+		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, Toolsets: toolsets, ReadOnly: sf.readOnly})
 	opts := append(h.ServerOptions(), sf.mcpOptions...)
 	s := server.NewMCPServer("nexus-mcp", buildVersion(), append(opts, extra...)...)
 	h.Register(s)
