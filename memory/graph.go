@@ -188,6 +188,7 @@ func insertEntities(t *txn, tenant string, es []Entity) (map[int]int64, error) {
 	for i, e := range es {
 		if id, ok := byName[e.Name]; ok {
 			ids[i] = id
+			t.embedChanged(tenant, id)
 			delete(byName, e.Name) // a repeated name belongs to its first occurrence
 		}
 	}
@@ -239,6 +240,7 @@ func insertObservations(t *txn, tenant string, items []entityObservations) ([][]
 			return nil, err
 		}
 		inserted[k] = true
+		t.embedChanged(tenant, k.id)
 	}
 	if err := res.Err(); err != nil {
 		return nil, err
@@ -389,9 +391,12 @@ func (s *Store) DeleteObservations(ctx context.Context, dels []ObservationDeleti
 				return err
 			}
 			if n, _ := res.RowsAffected(); n > 0 {
-				if _, err := t.exec(`UPDATE entities SET updated_at = ? WHERE tenant_id = ? AND name = ?`, t.now, tenant, d.EntityName); err != nil {
+				var id int64
+				if err := t.queryRow(`UPDATE entities SET updated_at = ? WHERE tenant_id = ? AND name = ? RETURNING id`,
+					t.now, tenant, d.EntityName).Scan(&id); err != nil {
 					return err
 				}
+				t.embedChanged(tenant, id)
 			}
 		}
 		return nil

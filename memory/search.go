@@ -51,6 +51,11 @@ type SearchQuery struct {
 	Mode   string // SearchModes; "" is hybrid
 	Offset int
 	Limit  int
+	// Vector is the query's embedding by the embedder named Model, or nil
+	// without an embedder. Semantic mode needs it; hybrid mode fuses the
+	// word ranking with the vector ranking when it is set (semantic.go).
+	Vector []float32
+	Model  string
 }
 
 // SearchHit is one ranked entity.
@@ -73,6 +78,8 @@ type SearchResult struct {
 	Words []string
 	// Total is the number of matching entities before paging.
 	Total int
+	// Semantic is true when the vector ranking took part.
+	Semantic bool
 }
 
 // searchWords splits a natural-language query into at most maxSearchWords
@@ -123,6 +130,9 @@ func (s *Store) SearchEntities(ctx context.Context, q SearchQuery) (SearchResult
 	if q.Limit <= 0 || q.Offset < 0 {
 		return SearchResult{}, invalidf("limit must be positive and offset not negative")
 	}
+	if q.Mode == SearchSemantic && len(q.Vector) == 0 {
+		return SearchResult{}, invalidf("semantic search needs an embedder")
+	}
 	var res SearchResult
 	err = s.read(ctx, func(t *txn) error {
 		res = SearchResult{Hits: []SearchHit{}}
@@ -130,7 +140,7 @@ func (s *Store) SearchEntities(ctx context.Context, q SearchQuery) (SearchResult
 		var err error
 		if q.Mode == SearchExact {
 			ranked, err = s.exactCandidates(t, tenant, q.Query)
-		} else {
+		} else if q.Mode != SearchSemantic {
 			res.Words = searchWords(q.Query)
 			ranked, err = wordCandidates(t, tenant, res.Words)
 		}
@@ -138,6 +148,12 @@ func (s *Store) SearchEntities(ctx context.Context, q SearchQuery) (SearchResult
 			return err
 		}
 		res.Total = len(ranked)
+		if q.Mode == SearchSemantic || (q.Mode == SearchHybrid && len(q.Vector) > 0) {
+			if ranked, res.Total, err = semanticCandidates(t, tenant, q, ranked); err != nil {
+				return err
+			}
+			res.Semantic = true
+		}
 		if q.Offset >= len(ranked) {
 			return nil
 		}

@@ -118,6 +118,11 @@ type Store struct {
 	// trigramDF caches trigram document frequencies for SQLite's search
 	// planning (nil on PostgreSQL, which plans with pg_trgm).
 	trigramDF *lru.Cache[string, int]
+
+	// wake, when not nil, is closed to wake a waiting embedding indexer
+	// (semantic.go) after a write queued entities.
+	wakeMu sync.Mutex
+	wake   chan struct{}
 }
 
 // stmtCache keeps one prepared statement per query text for a pool, so hot
@@ -198,6 +203,11 @@ type txn struct {
 	audit *auditNote
 	// locked are the advisory lock keys this transaction holds (PostgreSQL).
 	locked map[string]bool
+	// embedTenant and embedIDs are the entities whose text changed, queued
+	// for embedding before commit; queued is set once they are (semantic.go).
+	embedTenant string
+	embedIDs    map[int64]bool
+	queued      bool
 }
 
 // Every statement of the package passes through exec, query or queryRow,
@@ -531,6 +541,9 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	if err := fn(t); err != nil {
 		return err
 	}
+	if err := flushEmbedQueue(t); err != nil {
+		return err
+	}
 	if t.audit != nil { // the change and its audit row commit together
 		if err := appendAudit(t, *t.audit); err != nil {
 			return fmt.Errorf("audit: %w", err)
@@ -538,6 +551,9 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	if t.queued {
+		s.wakeIndexer()
 	}
 	return nil
 }

@@ -2,10 +2,14 @@ package tools
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"time"
 
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
 // The nine knowledge-graph tools keep the names, input schemas, result
@@ -421,6 +425,16 @@ func (h *Handlers) doOpenNodes(ctx context.Context, args openNodesArgs) (any, er
 	return h.graphPage(g, args.Offset, args.Offset > 0, true)
 }
 
+// QueryEmbedder embeds search_entities queries (memory.Embedder's query
+// side).
+type QueryEmbedder interface {
+	Model() string
+	Embed(ctx context.Context, texts []string) ([][]float32, error)
+}
+
+// DefaultEmbedTimeout bounds embedding one search query.
+const DefaultEmbedTimeout = 10 * time.Second
+
 // SearchStore is the storage of search_entities.
 type SearchStore interface {
 	SearchEntities(ctx context.Context, q memory.SearchQuery) (memory.SearchResult, error)
@@ -434,7 +448,7 @@ const (
 // searchEntitiesArgs are the arguments of search_entities.
 type searchEntitiesArgs struct {
 	Query      string `json:"query" jsonschema:"words to look for in entity names, types and observations" max:"4096"`
-	SearchType string `json:"searchType,omitempty" jsonschema:"exact: case-insensitive substring; semantic and hybrid: ranked word search (any word matches; more matching words rank higher); graph: ranked word search plus the relations of the results. Default hybrid"`
+	SearchType string `json:"searchType,omitempty" jsonschema:"hybrid (default): word ranking fused with embedding similarity when the server has an embedder, word ranking alone otherwise; semantic: embedding similarity only (an error when the server has no embedder); exact: case-insensitive substring; graph: word ranking plus the relations of the results"`
 	Limit      int    `json:"limit,omitempty" jsonschema:"at most this many entities (default 50, at most 200)"`
 	Offset     int    `json:"offset,omitempty" jsonschema:"skip this many entities (for the next page)"`
 }
@@ -459,7 +473,9 @@ type searchEntitiesResult struct {
 	Limit      int             `json:"limit"`
 	SearchType string          `json:"searchType"`
 	Words      []string        `json:"words,omitempty"`
-	NextOffset *int            `json:"nextOffset,omitempty"`
+	// Semantic is true when embedding similarity took part in the ranking.
+	Semantic   bool `json:"semantic"`
+	NextOffset *int `json:"nextOffset,omitempty"`
 }
 
 func (h *Handlers) searchEntities() server.ServerTool {
@@ -467,7 +483,9 @@ func (h *Handlers) searchEntities() server.ServerTool {
 		Tool: newTool("search_entities", "Search Entities",
 			"Ranked search of the knowledge graph for natural-language queries: an entity matches when any word of the "+
 				"query is in its name, type or observations; more matching words rank higher, then name hits above type "+
-				"hits above observation hits, then the most recently updated. Returns a page of entities with score, and total.",
+				"hits above observation hits, then the most recently updated. Returns a page of entities with score, and total. "+
+				"searchType semantic ranks by embedding similarity and hybrid (default) fuses both when the server has an embedder; "+
+				"the result's semantic field says whether embeddings were used.",
 			annotations{readOnly: true, destructive: false, idempotent: true},
 			inputSchemaWith[searchEntitiesArgs](map[string]prop{
 				"searchType": {enum: memory.SearchModes, def: memory.SearchHybrid},
@@ -486,12 +504,16 @@ func (h *Handlers) doSearchEntities(ctx context.Context, args searchEntitiesArgs
 	if mode == "" {
 		mode = memory.SearchHybrid
 	}
-	res, err := h.store.SearchEntities(ctx, memory.SearchQuery{Query: args.Query, Mode: mode, Offset: offset, Limit: limit})
+	q := memory.SearchQuery{Query: args.Query, Mode: mode, Offset: offset, Limit: limit}
+	if err := h.embedQuery(ctx, &q); err != nil {
+		return nil, err
+	}
+	res, err := h.store.SearchEntities(ctx, q)
 	if err != nil {
 		return nil, err
 	}
 	out := searchEntitiesResult{Entities: make([]searchHitWire, len(res.Hits)), Total: res.Total, Offset: offset,
-		Limit: limit, SearchType: mode, Words: res.Words}
+		Limit: limit, SearchType: mode, Words: res.Words, Semantic: res.Semantic}
 	for i, e := range res.Hits {
 		obs := e.Observations
 		if obs == nil {
@@ -507,4 +529,42 @@ func (h *Handlers) doSearchEntities(ctx context.Context, args searchEntitiesArgs
 		out.NextOffset = &next
 	}
 	return out, nil
+}
+
+// embedQuery sets q's vector for semantic and hybrid search. Semantic
+// search without an embedder, or with one that fails, is an error the
+// model can act on; hybrid search then runs on words alone and its result
+// says so (semantic: false).
+func (h *Handlers) embedQuery(ctx context.Context, q *memory.SearchQuery) error {
+	if q.Mode != memory.SearchSemantic && q.Mode != memory.SearchHybrid {
+		return nil
+	}
+	if h.embedder == nil {
+		if q.Mode == memory.SearchSemantic {
+			return argErrorf(`searchType "semantic" needs an embedder, and this server has none: start it with --embedder-url and --embedder-model, or use searchType "hybrid" (word ranking)`)
+		}
+		return nil
+	}
+	if strings.TrimSpace(q.Query) == "" {
+		return nil // the store refuses it
+	}
+	ectx, cancel := context.WithTimeout(ctx, h.embedTimeout)
+	defer cancel()
+	vecs, err := h.embedder.Embed(ectx, []string{q.Query})
+	if err == nil && (len(vecs) != 1 || len(vecs[0]) == 0) {
+		err = fmt.Errorf("embedder returned %d vectors for 1 query", len(vecs))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		rc, _ := tenancy.FromContext(ctx)
+		h.log.WarnContext(ctx, "embedding a search query failed", "tenant", rc.TenantID, "mode", q.Mode, "err", err)
+		if q.Mode == memory.SearchSemantic {
+			return argErrorf(`the embedder did not answer, so semantic search is unavailable now; retry later or use searchType "hybrid" (word ranking)`)
+		}
+		return nil
+	}
+	q.Vector, q.Model = vecs[0], h.embedder.Model()
+	return nil
 }

@@ -70,6 +70,11 @@ type Deps struct {
 	Toolsets []string
 	// ReadOnly exposes only the tools whose read-only hint is true.
 	ReadOnly bool
+	// Embedder embeds search_entities queries for semantic and hybrid
+	// search (--embedder-url); nil when none is configured.
+	Embedder QueryEmbedder
+	// EmbedTimeout bounds embedding one query; DefaultEmbedTimeout when 0.
+	EmbedTimeout time.Duration
 }
 
 // Handlers hold the dependencies of every tool.
@@ -94,6 +99,9 @@ type Handlers struct {
 	// toolsets and readOnlyMode select what Register exposes.
 	toolsets     []string
 	readOnlyMode bool
+	// embedder and embedTimeout serve semantic search (nil: none).
+	embedder     QueryEmbedder
+	embedTimeout time.Duration
 }
 
 // New returns the handlers for deps.
@@ -116,6 +124,10 @@ func New(deps Deps) *Handlers {
 	}
 	if h.a2aTimeout <= 0 {
 		h.a2aTimeout = DefaultA2ATimeout
+	}
+	h.embedder, h.embedTimeout = deps.Embedder, deps.EmbedTimeout
+	if h.embedTimeout <= 0 {
+		h.embedTimeout = DefaultEmbedTimeout
 	}
 	h.a2aHosts = make(map[string]bool, len(deps.A2AAllowHosts))
 	for _, host := range deps.A2AAllowHosts {

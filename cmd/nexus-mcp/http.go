@@ -229,6 +229,10 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 		}
 	}
 
+	if err := sf.embed.setup(logger); err != nil {
+		return err
+	}
+	defer sf.embed.startIndexer(ctx, store, logger)()
 	app, err := newHTTPApp(store, logger, sf, jwtV, devHeaders)
 	if err != nil {
 		return &exitError{code: 1, msg: err.Error()}

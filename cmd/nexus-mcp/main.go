@@ -96,7 +96,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	addServeFlags(root.Flags(), sf)
 	root.AddCommand(serve, newTenantsCmd(g), newKeysCmd(g), newMembersCmd(g),
-		newImportCmd(g), newExportCmd(g), newVersionCmd())
+		newImportCmd(g), newExportCmd(g), newReindexCmd(g), newVersionCmd())
 	root.AddCommand(newTrustCmd(g), newAuditCmd(g), newAgentsCmd(g)) // EATP trust (trust.go)
 	return root
 }

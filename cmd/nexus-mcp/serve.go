@@ -27,6 +27,7 @@ type serveFlags struct {
 	agentScope  string     // --agent-scope: memory.AgentScopeGlobal or memory.AgentScopeTenant
 	http        httpFlags  // --http and the flags of the HTTP transport (http.go)
 	trust       trustFlags // --eatp-* and --a2a-allow-hosts (trust.go)
+	embed       embedFlags // --embedder-* (embed.go)
 	// mcpOptions are extra mcp-go options appended when the server is
 	// built; tests set them (nothing on the command line does).
 	mcpOptions []server.ServerOption
@@ -42,6 +43,7 @@ func addServeFlags(fs *pflag.FlagSet, sf *serveFlags) {
 		"agent registry scope: global (agent ids shared across tenants, owned by the registering tenant) or tenant (private per tenant)")
 	addHTTPFlags(fs, &sf.http)
 	addTrustFlags(fs, &sf.trust)
+	addEmbedFlags(fs, &sf.embed)
 }
 
 func newServeCmd(g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -125,7 +127,8 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, extra ...server.ServerOption) *server.MCPServer {
 	toolsets, _ := tools.ParseToolsets(sf.toolsets) // checked at start-up
 	h := tools.New(tools.Deps{Store: store, Logger: logger, GraphBudget: sf.graphBudget, AgentScope: store.AgentScope(),
-		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, Toolsets: toolsets, ReadOnly: sf.readOnly})
+		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, Toolsets: toolsets, ReadOnly: sf.readOnly,
+		Embedder: sf.embed.queryEmbedder()})
 	opts := append(h.ServerOptions(), sf.mcpOptions...)
 	s := server.NewMCPServer("nexus-mcp", buildVersion(), append(opts, extra...)...)
 	h.Register(s)
@@ -146,6 +149,10 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 		return &exitError{code: 1, msg: err.Error()}
 	}
 	defer startTrustSweep(ctx, store, logger, sf.trust.sweepInterval)()
+	if err := sf.embed.setup(logger); err != nil {
+		return err
+	}
+	defer sf.embed.startIndexer(ctx, store, logger)()
 	rc, err := stdioIdentity(ctx, store, logger)
 	if err != nil {
 		return err
