@@ -166,9 +166,9 @@ func (s *Store) pendingTenants(ctx context.Context) ([]string, error) {
 	err := s.read(ctx, func(t *txn) error {
 		rows, err := t.query(`SELECT DISTINCT tenant_id FROM embed_queue ORDER BY tenant_id`)
 		out, err = collect(rows, err, func(r scanner) (string, error) {
-				var id string
-				return id, r.Scan(&id)
-			})
+			var id string
+			return id, r.Scan(&id)
+		})
 		return err
 	})
 	return out, err

@@ -22,11 +22,11 @@ type bagEmbedder struct {
 	dim   int
 
 	mu      sync.Mutex
-	fail    error             // every call fails with it
-	refuse  string            // a text containing it is refused permanently
-	during  func()            // runs inside Embed, once
-	calls   int // calls made
-	lastLen int // texts in the last call
+	fail    error  // every call fails with it
+	refuse  string // a text containing it is refused permanently
+	during  func() // runs inside Embed, once
+	calls   int    // calls made
+	lastLen int    // texts in the last call
 }
 
 type refusedErr struct{}
