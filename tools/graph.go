@@ -484,8 +484,8 @@ func (h *Handlers) searchEntities() server.ServerTool {
 			"Ranked search of the knowledge graph for natural-language queries: an entity matches when any word of the "+
 				"query is in its name, type or observations; more matching words rank higher, then name hits above type "+
 				"hits above observation hits, then the most recently updated. Returns a page of entities with score, and total. "+
-				"searchType semantic ranks by embedding similarity and hybrid (default) fuses both when the server has an embedder; "+
-				"the result's semantic field says whether embeddings were used.",
+				"searchType hybrid (default) fuses this word ranking with embedding similarity when the server has an embedder, and semantic "+
+				"ranks by embedding similarity alone (an error without one); the result's semantic field says whether embeddings were used.",
 			annotations{readOnly: true, destructive: false, idempotent: true},
 			inputSchemaWith[searchEntitiesArgs](map[string]prop{
 				"searchType": {enum: memory.SearchModes, def: memory.SearchHybrid},
