@@ -229,10 +229,6 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 		}
 	}
 
-	if err := sf.embed.setup(logger); err != nil {
-		return err
-	}
-	defer sf.embed.startIndexer(ctx, store, logger)()
 	app, err := newHTTPApp(store, logger, sf, jwtV, devHeaders)
 	if err != nil {
 		return &exitError{code: 1, msg: err.Error()}
@@ -280,6 +276,8 @@ type httpApp struct {
 	// heartbeat counts the live replicas sharing the database; nil on
 	// SQLite (one server per file).
 	heartbeat *replicaHeartbeat
+	// embed is the embedder configuration; serve runs its indexer.
+	embed *embedFlags
 }
 
 // newHTTPApp wires the transport. It fails on an authentication
@@ -292,6 +290,10 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 		return nil, fmt.Errorf("--http %q: %w", f.addr, err)
 	}
 	a.hostCheck = isLoopback(host)
+	if err := sf.embed.setup(logger); err != nil {
+		return nil, err
+	}
+	a.embed = &sf.embed
 
 	a.sessions = newSessionGuard(store, f.sessionIdleTimeout, logger)
 	a.metrics = newMetrics(f.metricsTenantLabels, a.sessions.len)
@@ -396,6 +398,7 @@ func (a *httpApp) serve(ctx context.Context, ln net.Listener) error {
 	if a.heartbeat != nil {
 		defer a.heartbeat.start(context.WithoutCancel(ctx))()
 	}
+	defer a.embed.startIndexer(ctx, a.store, a.log)()
 
 	errc := make(chan error, 1)
 	go func() { errc <- a.srv.Serve(ln) }()

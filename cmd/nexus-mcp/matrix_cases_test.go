@@ -34,6 +34,9 @@ type mxProbe struct {
 	args    func(a mxIDs, b *mxFixture) map[string]any
 	oracle  bool
 	control bool
+	// settle waits until the servers' indexers have embedded every queued
+	// entity, so that both calls of an oracle see the same vectors.
+	settle bool
 }
 
 // mxEntry is a tool's row: whether A's fixture writes with it, and the
@@ -99,15 +102,23 @@ var mxTable = map[string]mxEntry{
 		{op: "open", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("names", []any{a.Entity, a.Entity2}) }},
 		{op: "open-own", control: true, args: func(_ mxIDs, b *mxFixture) map[string]any { return mxArgs("names", []any{b.bEntity}) }},
 	}},
+	// The fixtures' servers have an embedder (fakeEmbedServer): hybrid
+	// fuses B's word and vector rankings, semantic ranks B's vectors only.
 	"search_entities": {probes: []mxProbe{
-		{op: "search-hybrid", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("query", a.Canary) }},
+		{op: "search-hybrid", oracle: true, settle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("query", a.Canary) }},
+		{op: "search-semantic", oracle: true, settle: true, args: func(a mxIDs, _ *mxFixture) map[string]any {
+			return mxArgs("query", a.Canary+" "+a.Obs, "searchType", "semantic")
+		}},
+		{op: "search-semantic-name", oracle: true, settle: true, args: func(a mxIDs, _ *mxFixture) map[string]any {
+			return mxArgs("query", a.Entity, "searchType", "semantic")
+		}},
 		{op: "search-exact", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any {
 			return mxArgs("query", a.Canary, "searchType", "exact")
 		}},
 		{op: "search-graph", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any {
 			return mxArgs("query", a.Entity, "searchType", "graph")
 		}},
-		{op: "search-own", control: true, args: func(_ mxIDs, b *mxFixture) map[string]any {
+		{op: "search-own", control: true, settle: true, args: func(_ mxIDs, b *mxFixture) map[string]any {
 			return mxArgs("query", b.bCanary, "searchType", "semantic")
 		}},
 	}},

@@ -112,6 +112,10 @@ type mxFixture struct {
 	rawA, rawB func(tool, rawArgs string) string
 
 	env *httpEnv // the HTTP transport's server (nil over stdio)
+	db  string   // the database every server of the fixture serves
+	// embed is the fake embedder every server of the fixture uses, so that
+	// the vector path of search_entities is in the matrix.
+	embed *fakeEmbedServer
 
 	ids      mxIDs    // A's ids
 	shared   string   // an entity name both tenants use (A's first)
@@ -320,6 +324,12 @@ func mxProvision(t *testing.T, store *memory.Store) (keys map[string]string, key
 // flags; --agent-scope and --eatp-* are serve flags).
 func mxStartHTTP(t *testing.T, scope string, args ...string) *httpEnv {
 	t.Helper()
+	return mxStartHTTPWith(t, scope, nil, args...)
+}
+
+// mxStartHTTPWith is mxStartHTTP with a hook that adjusts the parsed flags.
+func mxStartHTTPWith(t *testing.T, scope string, adjust func(*serveFlags), args ...string) *httpEnv {
+	t.Helper()
 	db := memtest.DSN(t)
 	store, err := memory.Open(context.Background(), db, memory.Options{AgentScope: scope})
 	if err != nil {
@@ -332,6 +342,9 @@ func mxStartHTTP(t *testing.T, scope string, args ...string) *httpEnv {
 		"--jwt-audience=nexus", "--agent-scope=" + scope}, args...)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
+	}
+	if adjust != nil {
+		adjust(sf)
 	}
 	jwtV, err := sf.http.jwtVerifier()
 	if err != nil {
@@ -384,12 +397,13 @@ func mxHTTPTenantScope(t *testing.T) *mxFixture {
 }
 
 func mxHTTPFixtureScope(t *testing.T, scope string) *mxFixture {
-	e := mxStartHTTP(t, scope)
+	emb := newFakeEmbedServer(t)
+	e := mxStartHTTP(t, scope, emb.flags()...)
 	if got := e.store.AgentScope(); got != scope {
 		t.Fatalf("store agent scope = %q, want %q", got, scope)
 	}
 	keys, ka, kb := mxProvision(t, e.store)
-	fx := &mxFixture{transport: "http", scope: scope, keyIDA: ka, keyIDB: kb, env: e}
+	fx := &mxFixture{transport: "http", scope: scope, keyIDA: ka, keyIDB: kb, env: e, db: e.db, embed: emb}
 	fx.a, _ = mcpGoClient(t, e.url, bearer(keys["a1"]), false)
 	fx.a2, _ = mcpGoClient(t, e.url, bearer(testJWT(t, mxTenantA, "a2")), false)
 	fx.b, _ = mcpGoClient(t, e.url, bearer(keys["b1"]), false)
@@ -424,12 +438,13 @@ func mxStdioFixtureScope(t *testing.T, scope string) *mxFixture {
 	}
 	keys, ka, kb := mxProvision(t, store)
 	store.Close()
-	fx := &mxFixture{transport: "stdio", scope: scope, keyIDA: ka, keyIDB: kb}
-	env := "NEXUS_AGENT_SCOPE=" + scope
-	fx.a = stdioClient(t, db, env, "NEXUS_API_KEY="+keys["a1"])
-	fx.a2 = stdioClient(t, db, env, "NEXUS_API_KEY="+keys["a2"])
-	fx.b = stdioClient(t, db, env, "NEXUS_API_KEY="+keys["b1"])
-	fx.b2 = stdioClient(t, db, env, "NEXUS_API_KEY="+keys["b2"])
+	emb := newFakeEmbedServer(t)
+	fx := &mxFixture{transport: "stdio", scope: scope, keyIDA: ka, keyIDB: kb, db: db, embed: emb}
+	env := slices.Clip(append([]string{"NEXUS_AGENT_SCOPE=" + scope}, emb.env()...))
+	fx.a = stdioClient(t, db, append(env, "NEXUS_API_KEY="+keys["a1"])...)
+	fx.a2 = stdioClient(t, db, append(env, "NEXUS_API_KEY="+keys["a2"])...)
+	fx.b = stdioClient(t, db, append(env, "NEXUS_API_KEY="+keys["b1"])...)
+	fx.b2 = stdioClient(t, db, append(env, "NEXUS_API_KEY="+keys["b2"])...)
 	fx.rawA = mxRawStdio(t, db, env, keys["a1"])
 	fx.rawB = mxRawStdio(t, db, env, keys["b1"])
 	return fx
@@ -437,14 +452,14 @@ func mxStdioFixtureScope(t *testing.T, scope string) *mxFixture {
 
 // mxRawStdio starts a stdio server and returns a function that writes one
 // raw tools/call line and returns the response line with its id.
-func mxRawStdio(t *testing.T, db, env, key string) func(tool, rawArgs string) string {
+func mxRawStdio(t *testing.T, db string, env []string, key string) func(tool, rawArgs string) string {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "serve", "--db", db, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir(), env, "NEXUS_API_KEY="+key)
+	cmd.Env = append(append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir()), append(env, "NEXUS_API_KEY="+key)...)
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -965,6 +980,9 @@ func mxSharedUser(t *testing.T, fx *mxFixture, m *mxMetrics) {
 // control, and the existence oracle against random ids.
 func mxProbeOnce(t *testing.T, fx *mxFixture, name string, p mxProbe, c *client.Client, m *mxMetrics) {
 	a := fx.ids
+	if p.settle {
+		waitIndexed(t, fx.db)
+	}
 	args := p.args(a, fx)
 	r := mxCall(c, name, args)
 	if strings.Contains(r.rpcErr, "internal error") {
