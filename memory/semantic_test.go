@@ -405,7 +405,7 @@ func TestSemanticSearchTenantIsolation(t *testing.T) {
 // of one tenant (768 dimensions, a common embedding size), the cost that
 // grows linearly with the tenant's vectors.
 func BenchmarkVectorSearch(b *testing.B) {
-	for _, n := range []int{10_000, 100_000} {
+	for _, n := range benchVectorCounts {
 		b.Run(fmt.Sprintf("vectors=%d", n), func(b *testing.B) {
 			const dim = 768
 			s := newTestStore(b)
@@ -462,3 +462,6 @@ func BenchmarkVectorSearch(b *testing.B) {
 		})
 	}
 }
+
+// benchVectorCounts are the tenant sizes BenchmarkVectorSearch measures.
+var benchVectorCounts = []int{10_000, 100_000}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -248,5 +249,36 @@ func TestReindexCommand(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"reindex", "--db", db}, strings.NewReader(""), &out, &errb); code == 0 {
 		t.Errorf("reindex without --embedder-url succeeded")
+	}
+}
+
+// TestEmbedderFlagsRefused: a half or unsafe embedder configuration stops
+// the server at start-up with a message naming the flag; the key never
+// shows.
+func TestEmbedderFlagsRefused(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"model without url", []string{"--embedder-model=m"}, "--embedder-model needs --embedder-url"},
+		{"url without model", []string{"--embedder-url=http://127.0.0.1:1/v1"}, "--embedder-model"},
+		{"credentials in the url", []string{"--embedder-url=http://u:pw-secret@127.0.0.1:1/v1", "--embedder-model=m"}, "NEXUS_EMBEDDER_API_KEY"},
+		{"not http", []string{"--embedder-url=file:///etc/passwd", "--embedder-model=m"}, "--embedder-url must be an http"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb strings.Builder
+			args := append([]string{"serve", "--db", filepath.Join(t.TempDir(), "n.db")}, c.args...)
+			code := run(context.Background(), args, strings.NewReader(""), &out, &errb)
+			if code == 0 || !strings.Contains(errb.String(), c.want) {
+				t.Errorf("serve %v = %d, stderr %q; want a failure naming %q", c.args, code, errb.String(), c.want)
+			}
+			if strings.Contains(errb.String(), "pw-secret") {
+				t.Errorf("stderr shows the URL's password: %q", errb.String())
+			}
+			if out.Len() != 0 {
+				t.Errorf("stdout = %q, want nothing (the protocol stream)", out.String())
+			}
+		})
 	}
 }
