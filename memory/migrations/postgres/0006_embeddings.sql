@@ -29,3 +29,7 @@ CREATE TABLE entity_vectors (
 	PRIMARY KEY (tenant_id, entity_id),
 	FOREIGN KEY (tenant_id, entity_id) REFERENCES entities(tenant_id, id) ON DELETE CASCADE
 );
+-- Keep vectors in the row (no TOAST table): random floats do not compress,
+-- and an out-of-line value costs a second lookup per row of every scan.
+-- MAIN still moves a value out of line if the row cannot fit a page.
+ALTER TABLE entity_vectors ALTER COLUMN vec SET STORAGE MAIN;
