@@ -149,14 +149,14 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 		return &exitError{code: 1, msg: err.Error()}
 	}
 	defer startTrustSweep(ctx, store, logger, sf.trust.sweepInterval)()
-	if err := sf.embed.setup(logger); err != nil {
-		return err
-	}
-	defer sf.embed.startIndexer(ctx, store, logger)()
 	rc, err := stdioIdentity(ctx, store, logger)
 	if err != nil {
 		return err
 	}
+	if err := sf.embed.setup(logger); err != nil {
+		return err
+	}
+	defer sf.embed.startIndexer(ctx, store, logger)()
 	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Location(),
 		"tenant", rc.TenantID, "user", rc.UserID, "transport", "stdio")
 
