@@ -111,6 +111,17 @@ var mtEquivalent = []struct {
 		"x.id comes from touching, already tied to the caller's entity ids"},
 	{"with ids(id) as (select cast(value as bigint) from json_each(?)), touching(id) as (", memory.MutateAll,
 		"only the caller's relations can reference the caller's entity ids (composite FK, ids unique across tenants)"},
+	// The embedding indexer (memory/semantic.go) works outside requests;
+	// what a client sees of vectors is filtered by the vector scan, whose
+	// mutant the matrix kills.
+	{"insert into embed_queue (tenant_id, entity_id, queued_at, gen) select e.tenant_id, e.id", 0,
+		"queues entities under their own e.tenant_id; without the filter other tenants' entities are only queued early, nothing is read or returned"},
+	{"select q.entity_id, q.gen, e.name, e.entity_type, e.aliases from embed_queue q", 0,
+		"a job of another tenant is never stored: storeVectors deletes the queue row and writes the vector with the tenant predicate, and skips it"},
+	{"delete from embed_queue where tenant_id = ? and entity_id = ? and gen = ?", 0,
+		"entity ids are unique across tenants and come from claimJobs' tenant-filtered read"},
+	{"select count(*) from embed_queue where tenant_id = ? or ? = ''", 0,
+		"queue length for the CLI and tests; the matrix asks with tenant \"\" (every tenant), which the mutant does not change"},
 }
 
 // mtUnexercised lists the source statements with a tenant predicate that
