@@ -545,9 +545,9 @@ func (p principal) hash() string {
 //     that asked for it, and answers 404 to any other principal, to unknown
 //     ids and to ids idle for longer than the idle timeout (expired
 //     sessions are also terminated in mcp-go, freeing their state);
-//   - drops notifications/cancelled without a session id: mcp-go keys
-//     session-less in-flight requests by JSON-RPC id alone, so such a
-//     notification could cancel another tenant's call;
+//   - confines notifications/cancelled to the sender's own requests
+//     (inflightRequests): mcp-go keys 2026-07-28 requests by JSON-RPC id
+//     alone, so a cancel reaching it could end another tenant's call;
 //   - reads the body once (413 past --max-body, even when chunked), lifts
 //     the request read deadline, and renews a write deadline on every
 //     write.
@@ -565,11 +565,12 @@ func (p principal) hash() string {
 // Expiry is by the later of the local and the stored last use; the sweep
 // deletes the stored rows idle for longer than idle.
 type sessionGuard struct {
-	next  http.Handler
-	store *memory.Store
-	idle  time.Duration
-	log   *slog.Logger
-	now   func() time.Time
+	next     http.Handler
+	store    *memory.Store
+	idle     time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+	inflight *inflightRequests
 
 	mu       sync.Mutex
 	sessions map[string]*boundSession
@@ -591,7 +592,8 @@ func (s *boundSession) seen() time.Time {
 }
 
 func newSessionGuard(store *memory.Store, idle time.Duration, log *slog.Logger) *sessionGuard {
-	return &sessionGuard{store: store, idle: idle, log: log, now: time.Now, sessions: make(map[string]*boundSession)}
+	return &sessionGuard{store: store, idle: idle, log: log, now: time.Now, sessions: make(map[string]*boundSession),
+		inflight: newInflightRequests()}
 }
 
 // touchEvery is how often a session's last use is written to the store.
@@ -626,15 +628,20 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = rctl.SetReadDeadline(time.Time{}) // the request is read; streams and long calls go on
 	mw := &mcpWriter{ResponseWriter: w, rc: rctl}
 
+	var env rpcEnvelope
+	isRPC := false
+	if r.Method == http.MethodPost {
+		env, isRPC = parseEnvelope(body)
+	}
+
 	ids := r.Header.Values(server.HeaderKeySessionID)
 	switch {
 	case len(ids) > 1:
 		writeJSON(w, http.StatusBadRequest, `{"error":"several session ids"}`)
 		return
 	case len(ids) == 0:
-		if r.Method == http.MethodPost && method(body) == string(mcp.MethodNotificationCancelled) {
-			g.log.Debug("dropped notifications/cancelled without a session id", "tenant", rc.TenantID)
-			w.WriteHeader(http.StatusAccepted)
+		if isRPC && env.Method != mcp.MethodInitialize {
+			g.serveRPC(mw, r, p, "", env)
 			return
 		}
 		if r.Method == http.MethodPost {
@@ -655,22 +662,14 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer g.release(id)
-	g.next.ServeHTTP(mw, r)
+	if isRPC {
+		g.serveRPC(mw, r, p, id, env)
+	} else {
+		g.next.ServeHTTP(mw, r)
+	}
 	if r.Method == http.MethodDelete && mw.status >= 200 && mw.status < 300 {
 		g.forget(r.Context(), id)
 	}
-}
-
-// method returns the JSON-RPC method of body, decoded exactly as mcp-go
-// decodes it, or "".
-func method(body []byte) string {
-	var m struct {
-		Method mcp.MCPMethod `json:"method"`
-	}
-	if json.Unmarshal(body, &m) != nil {
-		return ""
-	}
-	return string(m.Method)
 }
 
 // bind records a new session of p, here and in the store. When the store
