@@ -76,6 +76,8 @@ type httpFlags struct {
 	jwtTenantClaim      string
 	rateRPS             float64
 	rateBurst           int
+	authFailRPS         float64
+	authFailBurst       int
 	metricsTenantLabels bool
 	sessionIdleTimeout  time.Duration
 	shutdownTimeout     time.Duration
@@ -97,6 +99,8 @@ func addHTTPFlags(fs *pflag.FlagSet, f *httpFlags) {
 	fs.StringVar(&f.jwtTenantClaim, "jwt-tenant-claim", tenancy.DefaultTenantClaim, "JWT claim naming the tenant (org_id is accepted when it is absent)")
 	fs.Float64Var(&f.rateRPS, "rate-rps", 0, "default requests per second per tenant (0: unlimited unless set with `tenants limit`)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 0, "default burst per tenant (0: max(1, ceil(rate-rps)))")
+	fs.Float64Var(&f.authFailRPS, "auth-fail-rps", tenancy.DefaultSourceFailRPS, "refused authentications per second a client address (IPv6: its /64) may sustain before its requests get 429 (0: no limit)")
+	fs.IntVar(&f.authFailBurst, "auth-fail-burst", tenancy.DefaultSourceFailBurst, "refused authentications a client address may have in a row")
 	fs.BoolVar(&f.metricsTenantLabels, "metrics-tenant-labels", false, "label /metrics series with tenant IDs")
 	fs.DurationVar(&f.sessionIdleTimeout, "session-idle-timeout", 30*time.Minute, "MCP sessions unused for this long expire (then 404)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM/SIGINT waits for in-flight HTTP requests")
@@ -133,6 +137,9 @@ func (f *httpFlags) validate() error {
 	}
 	if f.rateRPS < 0 || f.rateBurst < 0 {
 		return errors.New("--rate-rps and --rate-burst must not be negative")
+	}
+	if f.authFailRPS < 0 || f.authFailBurst < 0 {
+		return errors.New("--auth-fail-rps and --auth-fail-burst must not be negative")
 	}
 	if f.sessionIdleTimeout <= 0 || f.shutdownTimeout <= 0 {
 		return errors.New("--session-idle-timeout and --shutdown-timeout must be positive")
@@ -265,8 +272,12 @@ type httpApp struct {
 	// hostCheck is true for loopback binds: Host must name loopback.
 	hostCheck bool
 
-	auth     *tenancy.Authenticator
-	limiter  *tenancy.RateLimiter
+	auth    *tenancy.Authenticator
+	limiter *tenancy.RateLimiter
+	// sources refuses the sources that keep failing authentication;
+	// denials counts their refusals for the audit log (unauth.go).
+	sources  *tenancy.SourceLimiter
+	denials  *denialTally
 	metrics  *metrics
 	mcp      *server.MCPServer
 	streams  *server.StreamableHTTPServer
@@ -304,6 +315,8 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 	if err := a.auth.Validate(); err != nil {
 		return nil, fmt.Errorf("%w; refusing to start", err)
 	}
+	a.denials = newDenialTally(store, logger)
+	a.sources = &tenancy.SourceLimiter{RPS: f.authFailRPS, Burst: f.authFailBurst}
 	a.limiter = tenancy.NewRateLimiter(f.rateRPS, f.rateBurst)
 	a.limiter.Logger = logger
 	a.limiter.OnLimited = a.metrics.limited
@@ -339,7 +352,8 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 }
 
 // handler is the whole HTTP surface. /mcp runs, outermost first:
-// Origin check → body limit → authentication → trust → rate limit → MCP
+// Origin check → body limit → source limit (addresses that keep failing
+// authentication) → authentication → trust → rate limit → MCP
 // (session guard, then mcp-go). The Host check (loopback binds), the Origin
 // check and the request metrics cover every path; /healthz, /readyz and
 // /metrics need no credential.
@@ -353,6 +367,7 @@ func (a *httpApp) handler() http.Handler {
 	h = trust(h)
 	h = a.ensureTenant(h)
 	h = a.auth.Middleware(h)
+	h = a.sources.Middleware(h)
 	h = tenancy.BodyLimit(a.flags.maxBody, h)
 
 	mux := http.NewServeMux()
@@ -389,6 +404,10 @@ func (a *httpApp) serve(ctx context.Context, ln net.Listener) error {
 	a.srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 
 	defer every(context.WithoutCancel(ctx), a.sessions.sweepInterval(), a.sessions.sweepOnce)()
+	// Registered before the server stops (defers run last in, first
+	// out), so the final flush counts every refusal served.
+	defer a.denials.flush(context.WithoutCancel(ctx))
+	defer every(context.WithoutCancel(ctx), denialTallyInterval, a.denials.flush)()
 	if a.heartbeat != nil {
 		defer a.heartbeat.start(context.WithoutCancel(ctx))()
 	}

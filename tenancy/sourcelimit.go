@@ -1,0 +1,142 @@
+package tenancy
+
+import (
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/time/rate"
+)
+
+// Defaults of SourceLimiter.
+const (
+	DefaultSourceFailRPS   = 1.0
+	DefaultSourceFailBurst = 100
+	DefaultMaxSources      = 10000
+)
+
+// SourceOf names the network source of r for limits and audit: the
+// client IP of the connection, an IPv6 address reduced to its /64 (what
+// one host can easily spread over). Headers such as X-Forwarded-For are
+// not read: they are the client's to forge.
+func SourceOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+		return "unknown"
+	case ip.To4() != nil:
+		return ip.To4().String()
+	default:
+		return (&net.IPNet{IP: ip.Mask(net.CIDRMask(64, 128)), Mask: net.CIDRMask(64, 128)}).String()
+	}
+}
+
+// SourceLimiter refuses, before authentication, the requests of a source
+// that keeps failing authentication, so that a flood of bad credentials
+// costs neither a key lookup nor a signature check nor an audit write
+// each. Every refusal that establishes no tenant takes one token from its
+// source's bucket (Failed); while the bucket is empty, every request of
+// that source gets 429 with Retry-After. Authenticated requests take no
+// token (tenants have their own RateLimiter). Sources live in a bounded
+// LRU: an evicted source starts again with a full bucket. Safe for
+// concurrent use.
+type SourceLimiter struct {
+	// RPS is how many failures per second a source may sustain, Burst how
+	// many it may have in a row. RPS <= 0 turns the limiter off.
+	RPS   float64
+	Burst int
+	// MaxSources bounds the sources remembered (default DefaultMaxSources).
+	MaxSources int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// OnLimited, if set, is called for every 429.
+	OnLimited func(r *http.Request, source string)
+
+	once    sync.Once
+	sources *lru.Cache[string, *rate.Limiter]
+}
+
+func (l *SourceLimiter) init() {
+	l.once.Do(func() {
+		n := l.MaxSources
+		if n <= 0 {
+			n = DefaultMaxSources
+		}
+		l.sources, _ = lru.New[string, *rate.Limiter](n) // n > 0: never fails
+	})
+}
+
+func (l *SourceLimiter) now() time.Time {
+	if l.Now != nil {
+		return l.Now()
+	}
+	return time.Now()
+}
+
+func (l *SourceLimiter) burst() int {
+	if l.Burst > 0 {
+		return l.Burst
+	}
+	return max(1, int(math.Ceil(l.RPS)))
+}
+
+// Failed charges one failure to the source of r.
+func (l *SourceLimiter) Failed(r *http.Request) {
+	if l == nil || l.RPS <= 0 {
+		return
+	}
+	l.init()
+	src := SourceOf(r)
+	lim, ok := l.sources.Get(src)
+	if !ok {
+		lim = rate.NewLimiter(rate.Limit(l.RPS), l.burst())
+		if prev, found, _ := l.sources.PeekOrAdd(src, lim); found {
+			lim = prev
+		}
+	}
+	lim.AllowN(l.now(), 1)
+}
+
+// retryAfter reports how long the source of r must wait before its next
+// request, 0 when it may go on.
+func (l *SourceLimiter) retryAfter(r *http.Request) (string, time.Duration) {
+	src := SourceOf(r)
+	lim, ok := l.sources.Get(src)
+	if !ok {
+		return src, 0
+	}
+	tokens := lim.TokensAt(l.now())
+	if tokens >= 1 {
+		return src, 0
+	}
+	return src, time.Duration((1 - tokens) / l.RPS * float64(time.Second))
+}
+
+// Middleware answers 429 with Retry-After to a source with no failures
+// left, before next (authentication) runs.
+func (l *SourceLimiter) Middleware(next http.Handler) http.Handler {
+	if l == nil || l.RPS <= 0 {
+		return next
+	}
+	l.init()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		src, wait := l.retryAfter(r)
+		if wait <= 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Retry-After", strconv.FormatInt(max(1, int64(math.Ceil(wait.Seconds()))), 10))
+		writeFixed(w, http.StatusTooManyRequests, bodyRateLimited)
+		if l.OnLimited != nil {
+			l.OnLimited(r, src)
+		}
+	})
+}
