@@ -376,7 +376,7 @@ func (a *httpApp) handler() http.Handler {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", a.metrics.handler())
 
-	var root http.Handler = tenancy.OriginCheck(a.flags.allowedOrigins, mux)
+	var root http.Handler = tenancy.OriginCheck(a.flags.allowedOrigins, a.hostCheck, mux)
 	if a.hostCheck {
 		root = tenancy.HostCheck(loopbackHosts(a.flags.addr), root)
 	}
