@@ -1,6 +1,7 @@
 package tenancy
 
 import (
+	"crypto/sha256"
 	"math"
 	"net"
 	"net/http"
@@ -43,8 +44,11 @@ func SourceOf(r *http.Request) string {
 // that keeps failing authentication, so that a flood of bad credentials
 // costs neither a key lookup nor a signature check nor an audit write
 // each. Every refusal that establishes no tenant takes one token from its
-// source's bucket (Failed); while the bucket is empty, every request of
-// that source gets 429 with Retry-After. Authenticated requests take no
+// source's bucket (Failed); while the bucket is empty, requests of that
+// source get 429 with Retry-After — except those presenting a credential
+// that recently authenticated (a bounded set of SHA-256 hashes), so a
+// client sharing an address with a flooder keeps working; authentication
+// still verifies that credential in full. Authenticated requests take no
 // token (tenants have their own RateLimiter). Sources live in a bounded
 // LRU: an evicted source starts again with a full bucket. Safe for
 // concurrent use.
@@ -62,6 +66,7 @@ type SourceLimiter struct {
 
 	once    sync.Once
 	sources *lru.Cache[string, *rate.Limiter]
+	good    *lru.Cache[[sha256.Size]byte, struct{}]
 }
 
 func (l *SourceLimiter) init() {
@@ -71,6 +76,7 @@ func (l *SourceLimiter) init() {
 			n = DefaultMaxSources
 		}
 		l.sources, _ = lru.New[string, *rate.Limiter](n) // n > 0: never fails
+		l.good, _ = lru.New[[sha256.Size]byte, struct{}](n)
 	})
 }
 
@@ -120,17 +126,40 @@ func (l *SourceLimiter) retryAfter(r *http.Request) (string, time.Duration) {
 	return src, time.Duration((1 - tokens) / l.RPS * float64(time.Second))
 }
 
-// Middleware answers 429 with Retry-After to a source with no failures
-// left, before next (authentication) runs.
-func (l *SourceLimiter) Middleware(next http.Handler) http.Handler {
+// credentialHash is the SHA-256 of r's credential, ok false when r
+// presents none (or an unusable one).
+func credentialHash(r *http.Request) (sum [sha256.Size]byte, ok bool) {
+	tok, _, reason := credential(r.Header)
+	if tok == "" || reason != "" {
+		return sum, false
+	}
+	return sha256.Sum256([]byte(tok)), true
+}
+
+// Middleware wraps authenticate (the authentication middleware) and the
+// handler after it: a source with no failures left gets 429 with
+// Retry-After before authentication runs, unless its credential is one
+// that authenticated recently; every request authenticate lets through
+// marks its credential so.
+func (l *SourceLimiter) Middleware(authenticate func(http.Handler) http.Handler, next http.Handler) http.Handler {
 	if l == nil || l.RPS <= 0 {
-		return next
+		return authenticate(next)
 	}
 	l.init()
+	authed := authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sum, ok := credentialHash(r); ok {
+			l.good.Add(sum, struct{}{})
+		}
+		next.ServeHTTP(w, r)
+	}))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		src, wait := l.retryAfter(r)
 		if wait <= 0 {
-			next.ServeHTTP(w, r)
+			authed.ServeHTTP(w, r)
+			return
+		}
+		if sum, ok := credentialHash(r); ok && l.good.Contains(sum) {
+			authed.ServeHTTP(w, r)
 			return
 		}
 		w.Header().Set("Retry-After", strconv.FormatInt(max(1, int64(math.Ceil(wait.Seconds()))), 10))

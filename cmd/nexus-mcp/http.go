@@ -366,8 +366,7 @@ func (a *httpApp) handler() http.Handler {
 	h = a.limiter.Middleware(h)
 	h = trust(h)
 	h = a.ensureTenant(h)
-	h = a.auth.Middleware(h)
-	h = a.sources.Middleware(h)
+	h = a.sources.Middleware(a.auth.Middleware, h)
 	h = tenancy.BodyLimit(a.flags.maxBody, h)
 
 	mux := http.NewServeMux()

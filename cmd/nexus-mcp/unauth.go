@@ -18,7 +18,7 @@ const (
 	denialTallyInterval = time.Minute
 	// maxDenialTallies bounds the tallies of one interval; the refusals of
 	// further sources are counted in one row of source "other".
-	maxDenialTallies = 100
+	maxDenialTallies = 64
 )
 
 // denialTally keeps the evidence of requests refused before any tenant
