@@ -1,6 +1,7 @@
 package tenancy
 
 import (
+	"container/list"
 	"crypto/sha256"
 	"math"
 	"net"
@@ -9,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
 )
 
@@ -51,7 +51,8 @@ func SourceOf(r *http.Request) string {
 // still verifies that credential in full. Authenticated requests take no
 // token (tenants have their own RateLimiter). Sources live in a bounded
 // LRU: an evicted source starts again with a full bucket. Safe for
-// concurrent use.
+// concurrent use. (The LRU is container/list: tenancy takes no
+// third-party dependency beyond golang-jwt and x/time.)
 type SourceLimiter struct {
 	// RPS is how many failures per second a source may sustain, Burst how
 	// many it may have in a row. RPS <= 0 turns the limiter off.
@@ -65,8 +66,8 @@ type SourceLimiter struct {
 	OnLimited func(r *http.Request, source string)
 
 	once    sync.Once
-	sources *lru.Cache[string, *rate.Limiter]
-	good    *lru.Cache[[sha256.Size]byte, struct{}]
+	sources *boundedLRU[string, *rate.Limiter]
+	good    *boundedLRU[[sha256.Size]byte, struct{}]
 }
 
 func (l *SourceLimiter) init() {
@@ -75,8 +76,8 @@ func (l *SourceLimiter) init() {
 		if n <= 0 {
 			n = DefaultMaxSources
 		}
-		l.sources, _ = lru.New[string, *rate.Limiter](n) // n > 0: never fails
-		l.good, _ = lru.New[[sha256.Size]byte, struct{}](n)
+		l.sources = newBoundedLRU[string, *rate.Limiter](n)
+		l.good = newBoundedLRU[[sha256.Size]byte, struct{}](n)
 	})
 }
 
@@ -101,13 +102,7 @@ func (l *SourceLimiter) Failed(r *http.Request) {
 	}
 	l.init()
 	src := SourceOf(r)
-	lim, ok := l.sources.Get(src)
-	if !ok {
-		lim = rate.NewLimiter(rate.Limit(l.RPS), l.burst())
-		if prev, found, _ := l.sources.PeekOrAdd(src, lim); found {
-			lim = prev
-		}
-	}
+	lim := l.sources.getOrAdd(src, func() *rate.Limiter { return rate.NewLimiter(rate.Limit(l.RPS), l.burst()) })
 	lim.AllowN(l.now(), 1)
 }
 
@@ -115,7 +110,7 @@ func (l *SourceLimiter) Failed(r *http.Request) {
 // request, 0 when it may go on.
 func (l *SourceLimiter) retryAfter(r *http.Request) (string, time.Duration) {
 	src := SourceOf(r)
-	lim, ok := l.sources.Get(src)
+	lim, ok := l.sources.get(src)
 	if !ok {
 		return src, 0
 	}
@@ -148,7 +143,7 @@ func (l *SourceLimiter) Middleware(authenticate func(http.Handler) http.Handler,
 	l.init()
 	authed := authenticate(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if sum, ok := credentialHash(r); ok {
-			l.good.Add(sum, struct{}{})
+			l.good.getOrAdd(sum, func() struct{} { return struct{}{} })
 		}
 		next.ServeHTTP(w, r)
 	}))
@@ -158,7 +153,7 @@ func (l *SourceLimiter) Middleware(authenticate func(http.Handler) http.Handler,
 			authed.ServeHTTP(w, r)
 			return
 		}
-		if sum, ok := credentialHash(r); ok && l.good.Contains(sum) {
+		if sum, ok := credentialHash(r); ok && l.good.has(sum) {
 			authed.ServeHTTP(w, r)
 			return
 		}
@@ -168,4 +163,65 @@ func (l *SourceLimiter) Middleware(authenticate func(http.Handler) http.Handler,
 			l.OnLimited(r, src)
 		}
 	})
+}
+
+// boundedLRU is a map of at most n entries that evicts the least recently
+// used. Safe for concurrent use.
+type boundedLRU[K comparable, V any] struct {
+	mu    sync.Mutex
+	n     int
+	order *list.List // of *lruEntry[K, V], most recent first
+	items map[K]*list.Element
+}
+
+type lruEntry[K comparable, V any] struct {
+	key K
+	val V
+}
+
+func newBoundedLRU[K comparable, V any](n int) *boundedLRU[K, V] {
+	return &boundedLRU[K, V]{n: n, order: list.New(), items: make(map[K]*list.Element, n)}
+}
+
+// get returns the value of k and marks it used.
+func (c *boundedLRU[K, V]) get(k K) (V, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.order.MoveToFront(e)
+		return e.Value.(*lruEntry[K, V]).val, true
+	}
+	var zero V
+	return zero, false
+}
+
+// has reports whether k is held, and marks it used.
+func (c *boundedLRU[K, V]) has(k K) bool {
+	_, ok := c.get(k)
+	return ok
+}
+
+// getOrAdd returns the value of k, adding mk() first when absent (and
+// evicting the least recently used entry when full).
+func (c *boundedLRU[K, V]) getOrAdd(k K, mk func() V) V {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.items[k]; ok {
+		c.order.MoveToFront(e)
+		return e.Value.(*lruEntry[K, V]).val
+	}
+	if c.order.Len() >= c.n {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.(*lruEntry[K, V]).key)
+	}
+	v := mk()
+	c.items[k] = c.order.PushFront(&lruEntry[K, V]{key: k, val: v})
+	return v
+}
+
+func (c *boundedLRU[K, V]) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
 }

@@ -87,3 +87,19 @@ func TestSourceLimiter(t *testing.T) {
 		t.Errorf("same source after the refill = %d, want 200", w.Code)
 	}
 }
+
+// TestBoundedLRU: the least recently used entry is evicted at the bound.
+func TestBoundedLRU(t *testing.T) {
+	c := newBoundedLRU[string, int](2)
+	c.getOrAdd("a", func() int { return 1 })
+	c.getOrAdd("b", func() int { return 2 })
+	c.get("a") // b is now the least recently used
+	c.getOrAdd("c", func() int { return 3 })
+	if c.has("b") || !c.has("a") || !c.has("c") || c.len() != 2 {
+		t.Errorf("after a, b, use a, c with bound 2: has a=%v b=%v c=%v len %d; want a and c only",
+			c.has("a"), c.has("b"), c.has("c"), c.len())
+	}
+	if v := c.getOrAdd("a", func() int { return 9 }); v != 1 {
+		t.Errorf("getOrAdd(a) = %d, want the held 1", v)
+	}
+}
