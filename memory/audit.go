@@ -418,22 +418,45 @@ func (s *Store) AuditTenants(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// cleanDetail removes control characters from s and bounds it to n
+// bytes, so a hostile value cannot forge log or audit content.
+func cleanDetail(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return -1
+		}
+		return r
+	}, s)
+	if len(s) > n {
+		s = s[:n]
+	}
+	return strings.ToValidUTF8(s, "")
+}
+
+// DenialTallyDetail renders the detail of one row that counts the edge
+// refusals of one source, reason and status seen between first and last
+// (requests refused before any tenant was established are recorded this
+// way, not one row each).
+func DenialTallyDetail(reason string, status int, source string, count int64, first, last time.Time) string {
+	b, err := json.Marshal(struct {
+		Reason string `json:"reason"`
+		Status int    `json:"status"`
+		Source string `json:"source"`
+		Count  int64  `json:"count"`
+		First  string `json:"first"`
+		Last   string `json:"last"`
+	}{cleanDetail(reason, 200), status, cleanDetail(source, 64), count, Stamp(first), Stamp(last)})
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
 // DenialDetail renders the detail of an edge denial: the reason and status
 // with the request's method and path, control characters removed and
 // bounded, so a hostile path cannot forge log or audit content.
 func DenialDetail(reason string, status int, method, path string) string {
-	clean := func(s string, n int) string {
-		s = strings.Map(func(r rune) rune {
-			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
-				return -1
-			}
-			return r
-		}, s)
-		if len(s) > n {
-			s = s[:n]
-		}
-		return strings.ToValidUTF8(s, "")
-	}
+	clean := cleanDetail
 	b, err := json.Marshal(struct {
 		Reason string `json:"reason"`
 		Status int    `json:"status"`

@@ -407,21 +407,38 @@ func validTimezone(s string) bool {
 // OriginCheck answers 403 to any request whose Origin header is present
 // and not exactly one of allowed ("scheme://host[:port]", compared
 // case-insensitively; a trailing "/" in allowed is ignored). Requests
-// without Origin (non-browser clients) pass.
-func OriginCheck(allowed []string, next http.Handler) http.Handler {
+// without Origin (non-browser clients) pass. With loopbackSameOrigin (a
+// loopback bind) a same-origin request to a loopback Host passes too: an
+// Origin of "http://" + Host or "https://" + Host, where Host names
+// loopback. That is a page this very address served, not a rebinding: a
+// rebound name keeps its own (non-loopback) Host, which HostCheck refuses,
+// and another loopback origin (another port or name) is cross-origin.
+func OriginCheck(allowed []string, loopbackSameOrigin bool, next http.Handler) http.Handler {
 	set := make(map[string]bool, len(allowed))
 	for _, o := range allowed {
 		set[strings.ToLower(strings.TrimSuffix(o, "/"))] = true
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if vals := r.Header.Values("Origin"); len(vals) > 0 {
-			if len(vals) != 1 || !set[strings.ToLower(vals[0])] {
+			ok := len(vals) == 1 && (set[strings.ToLower(vals[0])] || loopbackSameOrigin && sameLoopbackOrigin(vals[0], r.Host))
+			if !ok {
 				WriteForbidden(w)
 				return
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// sameLoopbackOrigin reports whether origin is exactly http://host or
+// https://host (case-insensitively) and host names loopback.
+func sameLoopbackOrigin(origin, host string) bool {
+	if host == "" || !isLoopbackHost(hostOnly(host)) {
+		return false
+	}
+	o := strings.ToLower(origin)
+	h := strings.ToLower(host)
+	return o == "http://"+h || o == "https://"+h
 }
 
 // HostCheck protects loopback binds against DNS rebinding: the Host

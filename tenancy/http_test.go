@@ -531,7 +531,7 @@ var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { 
 // TestOriginCheck: a browser Origin not on the allow list is refused on every
 // method; listed origins and requests without Origin pass.
 func TestOriginCheck(t *testing.T) {
-	h := OriginCheck([]string{"http://localhost:3000", "https://app.example.com/"}, okHandler)
+	h := OriginCheck([]string{"http://localhost:3000", "https://app.example.com/"}, false, okHandler)
 	evil := 0
 	for _, method := range []string{http.MethodPost, http.MethodGet, http.MethodDelete} {
 		cases := []struct {
@@ -573,6 +573,44 @@ func TestOriginCheck(t *testing.T) {
 		}
 	}
 	t.Logf("metric evil_origin_accepted=%d", evil)
+}
+
+// TestOriginCheckLoopbackSameOrigin: on a loopback bind, an Origin equal
+// to the scheme plus the request's loopback Host passes (the conformance
+// suite's dns-rebinding-protection control); any other Origin, a
+// non-loopback Host with its own Origin, and the same request on a
+// non-loopback bind get 403.
+func TestOriginCheckLoopbackSameOrigin(t *testing.T) {
+	cases := []struct {
+		name, host, origin string
+		loopback           bool
+		want               int
+	}{
+		{"same origin 127.0.0.1 (control)", "127.0.0.1:8080", "http://127.0.0.1:8080", true, 200},
+		{"same origin localhost, other case (control)", "localhost:8080", "http://LocalHost:8080", true, 200},
+		{"same origin [::1] https (control)", "[::1]:8080", "https://[::1]:8080", true, 200},
+		{"same origin without port (control)", "127.0.0.1", "http://127.0.0.1", true, 200},
+		{"same origin, not a loopback bind", "127.0.0.1:8080", "http://127.0.0.1:8080", false, 403},
+		{"evil host with its own origin", "evil.example.com:8080", "http://evil.example.com:8080", true, 403},
+		{"loopback origin of another port", "127.0.0.1:8080", "http://127.0.0.1:3000", true, 403},
+		{"loopback origin of another name", "127.0.0.1:8080", "http://localhost:8080", true, 403},
+		{"origin with a path", "127.0.0.1:8080", "http://127.0.0.1:8080/", true, 403},
+		{"other scheme", "127.0.0.1:8080", "ws://127.0.0.1:8080", true, 403},
+		{"null", "127.0.0.1:8080", "null", true, 403},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			h := OriginCheck(nil, c.loopback, okHandler)
+			r := httptest.NewRequest(http.MethodPost, "/mcp", nil)
+			r.Host = c.host
+			r.Header.Set("Origin", c.origin)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != c.want {
+				t.Errorf("Host %q Origin %q (loopback bind %v) = %d, want %d", c.host, c.origin, c.loopback, w.Code, c.want)
+			}
+		})
+	}
 }
 
 // TestHostCheck: on a loopback bind a foreign Host (DNS rebinding) is

@@ -76,6 +76,8 @@ type httpFlags struct {
 	jwtTenantClaim      string
 	rateRPS             float64
 	rateBurst           int
+	authFailRPS         float64
+	authFailBurst       int
 	metricsTenantLabels bool
 	sessionIdleTimeout  time.Duration
 	shutdownTimeout     time.Duration
@@ -97,6 +99,8 @@ func addHTTPFlags(fs *pflag.FlagSet, f *httpFlags) {
 	fs.StringVar(&f.jwtTenantClaim, "jwt-tenant-claim", tenancy.DefaultTenantClaim, "JWT claim naming the tenant (org_id is accepted when it is absent)")
 	fs.Float64Var(&f.rateRPS, "rate-rps", 0, "default requests per second per tenant (0: unlimited unless set with `tenants limit`)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 0, "default burst per tenant (0: max(1, ceil(rate-rps)))")
+	fs.Float64Var(&f.authFailRPS, "auth-fail-rps", tenancy.DefaultSourceFailRPS, "refused authentications per second a client address (IPv6: its /64) may sustain before its requests get 429 (0: no limit)")
+	fs.IntVar(&f.authFailBurst, "auth-fail-burst", tenancy.DefaultSourceFailBurst, "refused authentications a client address may have in a row")
 	fs.BoolVar(&f.metricsTenantLabels, "metrics-tenant-labels", false, "label /metrics series with tenant IDs")
 	fs.DurationVar(&f.sessionIdleTimeout, "session-idle-timeout", 30*time.Minute, "MCP sessions unused for this long expire (then 404)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM/SIGINT waits for in-flight HTTP requests")
@@ -133,6 +137,9 @@ func (f *httpFlags) validate() error {
 	}
 	if f.rateRPS < 0 || f.rateBurst < 0 {
 		return errors.New("--rate-rps and --rate-burst must not be negative")
+	}
+	if f.authFailRPS < 0 || f.authFailBurst < 0 {
+		return errors.New("--auth-fail-rps and --auth-fail-burst must not be negative")
 	}
 	if f.sessionIdleTimeout <= 0 || f.shutdownTimeout <= 0 {
 		return errors.New("--session-idle-timeout and --shutdown-timeout must be positive")
@@ -265,8 +272,12 @@ type httpApp struct {
 	// hostCheck is true for loopback binds: Host must name loopback.
 	hostCheck bool
 
-	auth     *tenancy.Authenticator
-	limiter  *tenancy.RateLimiter
+	auth    *tenancy.Authenticator
+	limiter *tenancy.RateLimiter
+	// sources refuses the sources that keep failing authentication;
+	// denials counts their refusals for the audit log (unauth.go).
+	sources  *tenancy.SourceLimiter
+	denials  *denialTally
 	metrics  *metrics
 	mcp      *server.MCPServer
 	streams  *server.StreamableHTTPServer
@@ -310,6 +321,8 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 	if err := a.auth.Validate(); err != nil {
 		return nil, fmt.Errorf("%w; refusing to start", err)
 	}
+	a.denials = newDenialTally(store, logger)
+	a.sources = &tenancy.SourceLimiter{RPS: f.authFailRPS, Burst: f.authFailBurst}
 	a.limiter = tenancy.NewRateLimiter(f.rateRPS, f.rateBurst)
 	a.limiter.Logger = logger
 	a.limiter.OnLimited = a.metrics.limited
@@ -345,7 +358,8 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 }
 
 // handler is the whole HTTP surface. /mcp runs, outermost first:
-// Origin check → body limit → authentication → trust → rate limit → MCP
+// Origin check → body limit → source limit (addresses that keep failing
+// authentication) → authentication → trust → rate limit → MCP
 // (session guard, then mcp-go). The Host check (loopback binds), the Origin
 // check and the request metrics cover every path; /healthz, /readyz and
 // /metrics need no credential.
@@ -358,7 +372,7 @@ func (a *httpApp) handler() http.Handler {
 	h = a.limiter.Middleware(h)
 	h = trust(h)
 	h = a.ensureTenant(h)
-	h = a.auth.Middleware(h)
+	h = a.sources.Middleware(a.auth.Middleware, h)
 	h = tenancy.BodyLimit(a.flags.maxBody, h)
 
 	mux := http.NewServeMux()
@@ -367,7 +381,7 @@ func (a *httpApp) handler() http.Handler {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", a.metrics.handler())
 
-	var root http.Handler = tenancy.OriginCheck(a.flags.allowedOrigins, mux)
+	var root http.Handler = tenancy.OriginCheck(a.flags.allowedOrigins, a.hostCheck, mux)
 	if a.hostCheck {
 		root = tenancy.HostCheck(loopbackHosts(a.flags.addr), root)
 	}
@@ -395,6 +409,10 @@ func (a *httpApp) serve(ctx context.Context, ln net.Listener) error {
 	a.srv.BaseContext = func(net.Listener) context.Context { return context.WithoutCancel(ctx) }
 
 	defer every(context.WithoutCancel(ctx), a.sessions.sweepInterval(), a.sessions.sweepOnce)()
+	// Registered before the server stops (defers run last in, first
+	// out), so the final flush counts every refusal served.
+	defer a.denials.flush(context.WithoutCancel(ctx))
+	defer every(context.WithoutCancel(ctx), denialTallyInterval, a.denials.flush)()
 	if a.heartbeat != nil {
 		defer a.heartbeat.start(context.WithoutCancel(ctx))()
 	}
@@ -552,9 +570,9 @@ func (p principal) hash() string {
 //     that asked for it, and answers 404 to any other principal, to unknown
 //     ids and to ids idle for longer than the idle timeout (expired
 //     sessions are also terminated in mcp-go, freeing their state);
-//   - drops notifications/cancelled without a session id: mcp-go keys
-//     session-less in-flight requests by JSON-RPC id alone, so such a
-//     notification could cancel another tenant's call;
+//   - confines notifications/cancelled to the sender's own requests
+//     (inflightRequests): mcp-go keys 2026-07-28 requests by JSON-RPC id
+//     alone, so a cancel reaching it could end another tenant's call;
 //   - reads the body once (413 past --max-body, even when chunked), lifts
 //     the request read deadline, and renews a write deadline on every
 //     write.
@@ -572,11 +590,12 @@ func (p principal) hash() string {
 // Expiry is by the later of the local and the stored last use; the sweep
 // deletes the stored rows idle for longer than idle.
 type sessionGuard struct {
-	next  http.Handler
-	store *memory.Store
-	idle  time.Duration
-	log   *slog.Logger
-	now   func() time.Time
+	next     http.Handler
+	store    *memory.Store
+	idle     time.Duration
+	log      *slog.Logger
+	now      func() time.Time
+	inflight *inflightRequests
 
 	mu       sync.Mutex
 	sessions map[string]*boundSession
@@ -598,7 +617,8 @@ func (s *boundSession) seen() time.Time {
 }
 
 func newSessionGuard(store *memory.Store, idle time.Duration, log *slog.Logger) *sessionGuard {
-	return &sessionGuard{store: store, idle: idle, log: log, now: time.Now, sessions: make(map[string]*boundSession)}
+	return &sessionGuard{store: store, idle: idle, log: log, now: time.Now, sessions: make(map[string]*boundSession),
+		inflight: newInflightRequests()}
 }
 
 // touchEvery is how often a session's last use is written to the store.
@@ -633,15 +653,20 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = rctl.SetReadDeadline(time.Time{}) // the request is read; streams and long calls go on
 	mw := &mcpWriter{ResponseWriter: w, rc: rctl}
 
+	var env rpcEnvelope
+	isRPC := false
+	if r.Method == http.MethodPost {
+		env, isRPC = parseEnvelope(body)
+	}
+
 	ids := r.Header.Values(server.HeaderKeySessionID)
 	switch {
 	case len(ids) > 1:
 		writeJSON(w, http.StatusBadRequest, `{"error":"several session ids"}`)
 		return
 	case len(ids) == 0:
-		if r.Method == http.MethodPost && method(body) == string(mcp.MethodNotificationCancelled) {
-			g.log.Debug("dropped notifications/cancelled without a session id", "tenant", rc.TenantID)
-			w.WriteHeader(http.StatusAccepted)
+		if isRPC && env.Method != mcp.MethodInitialize {
+			g.serveRPC(mw, r, p, "", env)
 			return
 		}
 		if r.Method == http.MethodPost {
@@ -662,22 +687,14 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer g.release(id)
-	g.next.ServeHTTP(mw, r)
+	if isRPC {
+		g.serveRPC(mw, r, p, id, env)
+	} else {
+		g.next.ServeHTTP(mw, r)
+	}
 	if r.Method == http.MethodDelete && mw.status >= 200 && mw.status < 300 {
 		g.forget(r.Context(), id)
 	}
-}
-
-// method returns the JSON-RPC method of body, decoded exactly as mcp-go
-// decodes it, or "".
-func method(body []byte) string {
-	var m struct {
-		Method mcp.MCPMethod `json:"method"`
-	}
-	if json.Unmarshal(body, &m) != nil {
-		return ""
-	}
-	return string(m.Method)
 }
 
 // bind records a new session of p, here and in the store. When the store

@@ -942,6 +942,12 @@ func TestHTTPOriginAndHost(t *testing.T) {
 		{"POST null origin", http.MethodPost, with(bearer(key), "Origin", "null"), rawInitialize, http.StatusForbidden},
 		{"POST evil host", http.MethodPost, with(bearer(key), "Host", "evil.example.com:"+port), rawInitialize, http.StatusForbidden},
 		{"GET /healthz evil host", http.MethodGet, with(nil, "Host", "evil.example.com"), "", http.StatusForbidden},
+		{"POST evil host with its own origin", http.MethodPost, with(bearer(key), "Host", "evil.example.com:"+port, "Origin", "http://evil.example.com:"+port), rawInitialize, http.StatusForbidden},
+		{"POST loopback origin of another port", http.MethodPost, with(bearer(key), "Host", "127.0.0.1:"+port, "Origin", "http://127.0.0.1:1"), rawInitialize, http.StatusForbidden},
+		{"POST loopback origin of another host name", http.MethodPost, with(bearer(key), "Host", "127.0.0.1:"+port, "Origin", "http://localhost:"+port), rawInitialize, http.StatusForbidden},
+		{"POST loopback origin with a path", http.MethodPost, with(bearer(key), "Host", "127.0.0.1:"+port, "Origin", "http://127.0.0.1:"+port+"/x"), rawInitialize, http.StatusForbidden},
+		{"POST same-origin loopback (control)", http.MethodPost, with(bearer(key), "Host", "127.0.0.1:"+port, "Origin", "http://127.0.0.1:"+port), rawInitialize, http.StatusOK},
+		{"POST same-origin localhost (control)", http.MethodPost, with(bearer(key), "Host", "localhost:"+port, "Origin", "http://LOCALHOST:"+port), rawInitialize, http.StatusOK},
 		{"POST allowed origin (control)", http.MethodPost, with(bearer(key), "Origin", "https://ok.example"), rawInitialize, http.StatusOK},
 		{"POST no origin (control)", http.MethodPost, bearer(key), rawInitialize, http.StatusOK},
 		{"POST localhost host (control)", http.MethodPost, with(bearer(key), "Host", "localhost:"+port), rawInitialize, http.StatusOK},
@@ -1317,8 +1323,9 @@ func TestHTTPFlagDefaults(t *testing.T) {
 func BenchmarkHTTPWrites16(b *testing.B) { benchWrites(b, 16, 0) }
 
 // BenchmarkHTTPWritesDenialFlood: 4 writers as above while 16 clients
-// present bad API keys as fast as the server refuses them (each refusal is
-// audited). Reports the writers' calls/s and latency and the refusals/s:
+// present bad API keys as fast as the server refuses them (401 until the
+// source's failure budget is spent, then 429 before authentication; the
+// refusals are tallied in the audit log). Reports the writers' calls/s and latency and the refusals/s:
 // what an unauthenticated flood costs the tenants.
 func BenchmarkHTTPWritesDenialFlood(b *testing.B) {
 	b.Run("quiet", func(b *testing.B) { benchWrites(b, 4, 0) })
@@ -1358,7 +1365,7 @@ func benchWrites(b *testing.B, clients, flooders int) {
 				}
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
-				if resp.StatusCode == http.StatusUnauthorized {
+				if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusTooManyRequests {
 					refused.Add(1)
 				} else {
 					floodErrs.Add(1)
@@ -1411,7 +1418,7 @@ func benchWrites(b *testing.B, clients, flooders int) {
 	}
 	rows := len(g.Entities)
 	if failed.Load() != 0 || rows != b.N || floodErrs.Load() != 0 {
-		b.Errorf("failed %d, rows %d, flood answers other than 401 %d; want 0, %d, 0", failed.Load(), rows, floodErrs.Load(), b.N)
+		b.Errorf("failed %d, rows %d, flood answers other than 401 or 429 %d; want 0, %d, 0", failed.Load(), rows, floodErrs.Load(), b.N)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "calls/s")
 	b.ReportMetric(pct(0.50), "p50_ms")

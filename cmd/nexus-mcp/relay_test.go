@@ -49,6 +49,7 @@ type relayServer struct {
 	url   string // http://127.0.0.1:port/mcp
 	host  string // 127.0.0.1:port
 	logs  *relayLog
+	app   *httpApp
 }
 
 // newRelayStore opens a database with tenant.
@@ -100,7 +101,7 @@ func startRelayServer(t *testing.T, store *memory.Store, ln net.Listener, args .
 		}
 	})
 	host := ln.Addr().String()
-	return &relayServer{store: store, url: "http://" + host + "/mcp", host: host, logs: logs}
+	return &relayServer{store: store, url: "http://" + host + "/mcp", host: host, logs: logs, app: app}
 }
 
 func listenLoopback(t *testing.T) net.Listener {

@@ -100,8 +100,15 @@ func (a *httpApp) installTrust(tf trustFlags) error {
 			authDenied(r, rc, reason, status)
 		}
 		if status == http.StatusUnauthorized || status == http.StatusForbidden {
+			if rc.TenantID == "" {
+				a.sources.Failed(r)
+			}
 			a.auditDenial(r, rc, "auth.denied", reason, status)
 		}
+	}
+	a.sources.OnLimited = func(r *http.Request, _ string) {
+		a.metrics.limited(r, tenancy.RequestContext{})
+		a.denials.add(r, "source.limited", "too many refused authentications", http.StatusTooManyRequests)
 	}
 	limited := a.limiter.OnLimited
 	a.limiter.OnLimited = func(r *http.Request, rc tenancy.RequestContext) {
@@ -114,8 +121,14 @@ func (a *httpApp) installTrust(tf trustFlags) error {
 }
 
 // auditDenial writes the audit row of a refused HTTP request. It outlives
-// the client: a disconnect must not lose the row.
+// the client: a disconnect must not lose the row. A refusal that
+// established no tenant is counted in the unauthenticated tallies
+// instead (one row per source and reason per interval).
 func (a *httpApp) auditDenial(r *http.Request, rc tenancy.RequestContext, action, reason string, status int) {
+	if rc.TenantID == "" {
+		a.denials.add(r, action, reason, status)
+		return
+	}
 	ctx := context.WithoutCancel(r.Context())
 	e := memory.AuditEntry{Action: action, Outcome: memory.OutcomeDenied, Detail: memory.DenialDetail(reason, status, r.Method, r.URL.Path)}
 	if err := a.store.AuditDenial(ctx, rc, e); err != nil {
