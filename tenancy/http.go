@@ -178,6 +178,8 @@ func (a *Authenticator) Validate() error {
 //     TenantID and Role. Otherwise 403.
 //  5. X-Env: when the credential is bound to an Env, a present X-Env must
 //     equal it (403 otherwise); without a bound Env it is ignored.
+//     The credential's home tenant must not be disabled (403 otherwise),
+//     for every credential kind.
 //  6. Kill switch: the status of the final tenant, read on every request
 //     (with the key's row for an API key on its own tenant, from
 //     TenantStatus otherwise): disabled or (except for JWTs on their own
@@ -289,6 +291,19 @@ func (a *Authenticator) authenticate(r *http.Request, legacyHash []byte, now tim
 			return rc, st, ReasonNotMember, http.StatusForbidden, errors.New("several X-Tenant-Id headers")
 		}
 		if want := vals[0]; want != credTenant {
+			// The credential's home tenant must be enabled wherever the
+			// credential is used. A stored API key brought its status (and
+			// VerifyAPIKey refused a disabled one); any other credential
+			// reads it now.
+			if rc.AuthMethod != AuthAPIKey {
+				home, err := a.Tenants.TenantStatus(ctx, credTenant)
+				if err != nil {
+					return rc, st, ReasonStorage, http.StatusServiceUnavailable, fmt.Errorf("home tenant status: %w", err)
+				}
+				if home.Disabled {
+					return rc, st, ReasonTenantDisabled, http.StatusForbidden, errors.New("home tenant disabled")
+				}
+			}
 			rc, reason, status, err = a.switchTenant(ctx, rc, want)
 			if status != 0 {
 				return rc, st, reason, status, err
