@@ -34,6 +34,11 @@ func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error
 			return nil, h.internal(ctx, "tool", req.Params.Name, tenancy.ErrNoTenant)
 		}
 		name := req.Params.Name
+		if refusal, err := h.recheckCredential(ctx, "tool", name); refusal != "" {
+			return mcp.NewToolResultError(refusal), nil
+		} else if err != nil {
+			return nil, err
+		}
 		ctx = withToolName(ctx, name)
 		hash := argumentsHash(req.Params.Arguments)
 		if err := h.checkArguments(rc, name, req.Params.Arguments); err != nil {

@@ -321,7 +321,7 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 		a.limiter.Replicas = a.heartbeat.live
 	}
 
-	a.mcp = newMCPServer(store, logger, sf, server.WithToolHandlerMiddleware(a.metrics.toolMiddleware))
+	a.mcp = newMCPServer(store, logger, sf, nil, server.WithToolHandlerMiddleware(a.metrics.toolMiddleware))
 	a.srv = &http.Server{
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,

@@ -1,7 +1,13 @@
 package main
 
 import (
+	"regexp"
+	"time"
+
 	"context"
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"net/http"
 	"strings"
 	"testing"
@@ -64,4 +70,101 @@ func addMember(t *testing.T, store *memory.Store, tenant, user, fromTenant, issu
 	if err := store.SetMember(context.Background(), tenant, user, "member"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// cliKey creates a key with the CLI and returns the key and its id.
+func cliKey(t *testing.T, db string, args ...string) (key, id string) {
+	t.Helper()
+	out, errs, code := runCLI(t, "", append([]string{"--db", db, "keys", "create"}, args...)...)
+	if code != 0 {
+		t.Fatalf("keys create %v: exit %d: %s", args, code, errs)
+	}
+	m := regexp.MustCompile(`created key (key_[0-9a-f]+)`).FindStringSubmatch(errs)
+	if m == nil {
+		t.Fatalf("keys create: no key id in %q", errs)
+	}
+	return strings.TrimSpace(out), m[1]
+}
+
+// stdioWrite creates one entity named name and reports the result.
+func stdioWrite(t *testing.T, c *client.Client, name string) *mcp.CallToolResult {
+	t.Helper()
+	return callTool(t, c, "create_entities", map[string]any{"entities": []any{
+		map[string]any{"name": name, "entityType": "t", "observations": []string{}}}})
+}
+
+// stdioHas reports whether c's tenant has an entity named name.
+func stdioHas(t *testing.T, c *client.Client, name string) bool {
+	t.Helper()
+	return len(entityNames(t, callTool(t, c, "open_nodes", map[string]any{"names": []string{name}}))) > 0
+}
+
+// TestStdioRevokedKeyExpiredKeyAndDisabledTenantStopRunningServer: keys
+// revoke, key expiry and tenants disable reach an already running stdio
+// server on its next tool call; the refused call says why and writes
+// nothing, while the other tenant's server keeps working.
+func TestStdioRevokedKeyExpiredKeyAndDisabledTenantStopRunningServer(t *testing.T) {
+	db := memtest.DSN(t)
+	for _, tn := range []string{"alpha", "beta"} {
+		mustCLI(t, "--db", db, "tenants", "create", tn)
+	}
+	keyA, idA := cliKey(t, db, "--tenant", "alpha", "--user", "alice")
+	keyB, _ := cliKey(t, db, "--tenant", "beta", "--user", "bob")
+	const ttl = 6 * time.Second
+	keyE, _ := cliKey(t, db, "--tenant", "alpha", "--user", "eve", "--expires", ttl.String())
+	expiresAt := time.Now().Add(ttl)
+	keyA2, _ := cliKey(t, db, "--tenant", "alpha", "--user", "alice")
+	ca := stdioClient(t, db, "NEXUS_API_KEY="+keyA)
+	cb := stdioClient(t, db, "NEXUS_API_KEY="+keyB)
+	ce := stdioClient(t, db, "NEXUS_API_KEY="+keyE)
+
+	refusedWrites := 0
+	refused := func(who string, res *mcp.CallToolResult, want string) {
+		t.Helper()
+		if !res.IsError || !strings.Contains(resultText(res), want) {
+			refusedWrites++
+			t.Errorf("%s: %q (isError %v), want isError containing %q", who, resultText(res), res.IsError, want)
+		}
+	}
+	// Controls: every server works before anything changes.
+	for who, c := range map[string]*client.Client{"alpha": ca, "beta": cb, "expiring": ce} {
+		if res := stdioWrite(t, c, "before-"+who); res.IsError {
+			t.Fatalf("%s write before revocation: %s (control)", who, resultText(res))
+		}
+	}
+
+	// Revocation of alpha's key: alpha's running server refuses, beta's works.
+	mustCLI(t, "--db", db, "keys", "revoke", idA)
+	refused("revoked key write", stdioWrite(t, ca, "after-revoke"), "revoked or has expired")
+	refused("revoked key read", callTool(t, ca, "read_graph", map[string]any{}), "revoked or has expired")
+	if res := stdioWrite(t, cb, "beta-after-revoke"); res.IsError {
+		t.Errorf("beta write after alpha's revocation: %s (control)", resultText(res))
+	}
+
+	// Kill switch of beta: refused while disabled, works again once enabled.
+	mustCLI(t, "--db", db, "tenants", "disable", "beta")
+	refused("disabled tenant write", stdioWrite(t, cb, "while-disabled"), "disabled")
+	mustCLI(t, "--db", db, "tenants", "enable", "beta")
+	if res := stdioWrite(t, cb, "after-enable"); res.IsError {
+		t.Errorf("beta write after enable: %s (control)", resultText(res))
+	}
+	if stdioHas(t, cb, "while-disabled") {
+		t.Error("the write refused while beta was disabled was stored")
+	}
+
+	// Expiry: the same server refuses once its key's lifetime has passed.
+	time.Sleep(time.Until(expiresAt) + 500*time.Millisecond)
+	refused("expired key write", stdioWrite(t, ce, "after-expiry"), "revoked or has expired")
+
+	// Nothing of the refused calls reached alpha's data (read with a fresh key).
+	cf := stdioClient(t, db, "NEXUS_API_KEY="+keyA2)
+	for _, name := range []string{"after-revoke", "after-expiry"} {
+		if stdioHas(t, cf, name) {
+			t.Errorf("refused write %q was stored", name)
+		}
+	}
+	if !stdioHas(t, cf, "before-alpha") {
+		t.Error("alpha's earlier write is missing (control)")
+	}
+	t.Logf("metric stdio_refusals_missed=%d", refusedWrites)
 }
