@@ -168,10 +168,18 @@ func tenantUpdated(res sql.Result, err error, id string) error {
 
 // CreateAPIKey creates a key for an existing tenant and returns the key (to
 // show once) and its stored metadata. Only the key's SHA-256 is stored.
+// A key bound to an agent id claims that id for the tenant in the global
+// agent scope: ErrConflict when another tenant has registered it or holds
+// an unrevoked key bound to it.
 func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, error) {
 	key, err := tenancy.NewAPIKey()
 	if err != nil {
 		return "", APIKey{}, err
+	}
+	if nk.AgentID != "" {
+		if err := checkAgentID("agent", nk.AgentID); err != nil {
+			return "", APIKey{}, err
+		}
 	}
 	k := APIKey{ID: NewID("key_"), TenantID: nk.TenantID, UserID: nk.UserID, AgentID: nk.AgentID, Env: nk.Env, Name: nk.Name}
 	err = s.write(ctx, func(t *txn) error {
@@ -181,6 +189,17 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, er
 		}
 		if exists == 0 {
 			return notFoundf("tenant %q not found", nk.TenantID)
+		}
+		// A key bound to an agent claims the id for its tenant (global
+		// scope): refused when another tenant owns it.
+		if nk.AgentID != "" {
+			taken, err := s.ownedElsewhere(t, nk.TenantID, nk.AgentID)
+			if err != nil {
+				return err
+			}
+			if taken {
+				return conflictf("agent id %q belongs to another tenant (registered there or bound to its API key); choose another agent id", nk.AgentID)
+			}
 		}
 		k.CreatedAt = t.now
 		var expires any

@@ -12,7 +12,12 @@ import (
 
 // withStore opens the database for one administrative command.
 func withStore(cmd *cobra.Command, g *globalFlags, fn func(*memory.Store) error) error {
-	store, err := openStore(cmd.Context(), g)
+	return withStoreOptions(cmd, g, memory.Options{}, fn)
+}
+
+// withStoreOptions is withStore with store options.
+func withStoreOptions(cmd *cobra.Command, g *globalFlags, opts memory.Options, fn func(*memory.Store) error) error {
+	store, err := openStoreWith(cmd.Context(), g, opts)
 	if err != nil {
 		return err
 	}
@@ -104,13 +109,14 @@ func newTenantsCmd(g *globalFlags) *cobra.Command {
 func newKeysCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Manage API keys"}
 	var nk memory.NewKey
+	var keyAgentScope string
 	create := &cobra.Command{
 		Use: "create", Short: "Create an API key; it is printed once and only its hash is stored", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if nk.TenantID == "" {
 				return fmt.Errorf("--tenant is required")
 			}
-			return withStore(cmd, g, func(s *memory.Store) error {
+			return withStoreOptions(cmd, g, memory.Options{AgentScope: keyAgentScope}, func(s *memory.Store) error {
 				key, k, err := s.CreateAPIKey(cmd.Context(), nk)
 				if err != nil {
 					return err
@@ -123,7 +129,9 @@ func newKeysCmd(g *globalFlags) *cobra.Command {
 	}
 	create.Flags().StringVar(&nk.TenantID, "tenant", "", "tenant (required)")
 	create.Flags().StringVar(&nk.UserID, "user", "", "user the key acts as")
-	create.Flags().StringVar(&nk.AgentID, "agent", "", "agent the key acts as (default agentId of agent tools)")
+	create.Flags().StringVar(&nk.AgentID, "agent", "", "agent the key acts as; claims the id for the tenant (refused when another tenant owns it)")
+	create.Flags().StringVar(&keyAgentScope, "agent-scope", memory.AgentScopeGlobal,
+		"the servers' --agent-scope: global checks the --agent claim across tenants, tenant does not")
 	create.Flags().StringVar(&nk.Env, "env", "", "environment the key is bound to (X-Env must match)")
 	create.Flags().StringVar(&nk.Name, "name", "", "label")
 	create.Flags().DurationVar(&nk.TTL, "expires", 0, "lifetime, e.g. 720h (default: never expires)")

@@ -168,3 +168,67 @@ func TestStdioRevokedKeyExpiredKeyAndDisabledTenantStopRunningServer(t *testing.
 	}
 	t.Logf("metric stdio_refusals_missed=%d", refusedWrites)
 }
+
+// TestHTTPTenantCannotRegisterAgentIDBoundToAnotherTenantsKey: the agent id
+// a key was created for (keys create --agent) belongs to that key's tenant
+// in the global registry: another tenant cannot register or rename into it,
+// nor create a key claiming it, and the owner's own tools keep working.
+func TestHTTPTenantCannotRegisterAgentIDBoundToAnotherTenantsKey(t *testing.T) {
+	e := startHTTP(t, httpTestOpts{})
+	for _, tn := range []string{"alpha", "beta", "gamma"} {
+		if err := e.store.EnsureTenant(context.Background(), tn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keyA, _ := cliKey(t, e.db, "--tenant", "alpha", "--user", "alice", "--agent", "a-agent")
+	keyB, _ := cliKey(t, e.db, "--tenant", "beta", "--user", "bob")
+	cA, _ := mcpGoClient(t, e.url, bearer(keyA), false)
+	cB, _ := mcpGoClient(t, e.url, bearer(keyB), false)
+	bCanary := canary()
+
+	taken := 0
+	refusedConflict := func(who string, res *mcp.CallToolResult) {
+		t.Helper()
+		if !res.IsError || !strings.Contains(resultText(res), "another tenant") {
+			taken++
+			t.Errorf("%s = %q (isError %v), want isError saying another tenant owns the id", who, resultText(res), res.IsError)
+		}
+	}
+	// The attack: beta claims the id alpha's key is bound to.
+	refusedConflict("beta register_agent a-agent", mcpGoCall(t, cB, "register_agent",
+		map[string]any{"agentId": "a-agent", "name": bCanary, "capabilities": []any{"x"}}))
+	refusedConflict("beta set_agent_identity a-agent", mcpGoCall(t, cB, "set_agent_identity",
+		map[string]any{"newAgentId": "a-agent", "newName": bCanary}))
+	// Control: beta registers an id of its own.
+	if res := mcpGoCall(t, cB, "register_agent", map[string]any{"agentId": "b-agent", "name": "B", "capabilities": []any{"x"}}); res.IsError {
+		t.Fatalf("beta register_agent b-agent: %s (control)", resultText(res))
+	}
+
+	// alpha's own tools work on its id, and its lookup shows only alpha's data.
+	if res := mcpGoCall(t, cA, "register_agent", map[string]any{"agentId": "a-agent", "name": "Alpha agent", "capabilities": []any{"plan"}}); res.IsError {
+		t.Fatalf("alpha register_agent a-agent: %s", resultText(res))
+	}
+	if res := mcpGoCall(t, cA, "register_agent", map[string]any{"agentId": "a-target", "name": "T", "capabilities": []any{"x"}}); res.IsError {
+		t.Fatalf("alpha register_agent a-target: %s", resultText(res))
+	}
+	if res := mcpGoCall(t, cA, "prepare_agent_call", map[string]any{"calling_agent": "a-agent", "target_agent": "a-target", "tool_name": "t"}); res.IsError {
+		t.Errorf("alpha prepare_agent_call(calling_agent=a-agent): %s", resultText(res))
+	}
+	status := resultText(mcpGoCall(t, cA, "get_agent_status", map[string]any{"agentId": "a-agent"}))
+	if strings.Contains(status, bCanary) || !strings.Contains(status, "Alpha agent") || !strings.Contains(status, `"owned":true`) {
+		t.Errorf("alpha get_agent_status(a-agent) = %s, want alpha's own registration only", status)
+	}
+
+	// keys create --agent claims the id: refused for an id another tenant
+	// owns (bound to its key, or registered), allowed for a free one.
+	for _, c := range []struct{ tenant, agent string }{{"beta", "a-agent"}, {"gamma", "b-agent"}} {
+		out, errs, code := runCLI(t, "", "--db", e.db, "keys", "create", "--tenant", c.tenant, "--agent", c.agent)
+		if code == 0 || strings.Contains(out, tenancy.APIKeyPrefix) || !strings.Contains(errs, "another tenant") {
+			taken++
+			t.Errorf("keys create --tenant %s --agent %s: exit %d, out %q, err %q; want refused naming another tenant", c.tenant, c.agent, code, out, errs)
+		}
+	}
+	cliKey(t, e.db, "--tenant", "gamma", "--agent", "g-agent") // control: a free id
+	cliKey(t, e.db, "--tenant", "alpha", "--agent", "a-agent") // control: the owner's second key
+	t.Logf("metric agent_id_claims_taken=%d", taken)
+}
