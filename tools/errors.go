@@ -42,6 +42,8 @@ func (h *Handlers) errorResult(ctx context.Context, tool string, err error) (*mc
 		return mcp.NewToolResultError(me.Msg), nil
 	case errors.Is(err, errForbiddenMismatch):
 		return mcp.NewToolResultError(errForbiddenMismatch.Error()), nil
+	case errors.Is(err, errAgentMismatch):
+		return mcp.NewToolResultError(errAgentMismatch.Error()), nil
 	case errors.Is(err, tenancy.ErrForbidden):
 		return mcp.NewToolResultError("forbidden"), nil
 	case isRefusal(err):

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"regexp"
 	"time"
 
@@ -208,7 +209,10 @@ func TestHTTPTenantCannotRegisterAgentIDBoundToAnotherTenantsKey(t *testing.T) {
 	if res := mcpGoCall(t, cA, "register_agent", map[string]any{"agentId": "a-agent", "name": "Alpha agent", "capabilities": []any{"plan"}}); res.IsError {
 		t.Fatalf("alpha register_agent a-agent: %s", resultText(res))
 	}
-	if res := mcpGoCall(t, cA, "register_agent", map[string]any{"agentId": "a-target", "name": "T", "capabilities": []any{"x"}}); res.IsError {
+	// a-agent's key acts as a-agent only; alpha's agent-less key registers the target
+	keyA2, _ := cliKey(t, e.db, "--tenant", "alpha", "--user", "alice")
+	cA2, _ := mcpGoClient(t, e.url, bearer(keyA2), false)
+	if res := mcpGoCall(t, cA2, "register_agent", map[string]any{"agentId": "a-target", "name": "T", "capabilities": []any{"x"}}); res.IsError {
 		t.Fatalf("alpha register_agent a-target: %s", resultText(res))
 	}
 	if res := mcpGoCall(t, cA, "prepare_agent_call", map[string]any{"calling_agent": "a-agent", "target_agent": "a-target", "tool_name": "t"}); res.IsError {
@@ -231,4 +235,230 @@ func TestHTTPTenantCannotRegisterAgentIDBoundToAnotherTenantsKey(t *testing.T) {
 	cliKey(t, e.db, "--tenant", "gamma", "--agent", "g-agent") // control: a free id
 	cliKey(t, e.db, "--tenant", "alpha", "--agent", "a-agent") // control: the owner's second key
 	t.Logf("metric agent_id_claims_taken=%d", taken)
+}
+
+// mxAgentArgName reports whether a schema property names an agent: any
+// name containing "agent" at any depth, and from/to/caller/sender at the
+// top level (nested from/to are entity names of relations).
+func mxAgentArgName(name string, top bool) bool {
+	n := strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(name))
+	if strings.Contains(n, "agent") {
+		return true
+	}
+	switch n {
+	case "from", "to", "caller", "sender", "actor":
+		return top
+	}
+	return false
+}
+
+// mxAgentArgs returns the agent-naming properties of an input schema
+// (JSON), as dotted paths.
+func mxAgentArgs(schema any, prefix string, out map[string]bool) {
+	m, ok := schema.(map[string]any)
+	if !ok {
+		return
+	}
+	if props, ok := m["properties"].(map[string]any); ok {
+		for name, sub := range props {
+			if mxAgentArgName(name, prefix == "") {
+				out[prefix+name] = true
+			}
+			mxAgentArgs(sub, prefix+name+".", out)
+		}
+	}
+	if items, ok := m["items"]; ok {
+		mxAgentArgs(items, prefix, out)
+	}
+	if ap, ok := m["additionalProperties"]; ok {
+		mxAgentArgs(ap, prefix, out)
+	}
+}
+
+// TestMatrixAgentBoundKeyActsAsItsAgent: a key bound to an agent (keys
+// create --agent planner) acts as that agent. Every argument naming the
+// acting agent must be the bound agent or omitted (then it defaults to
+// it); naming another agent is refused "forbidden: agent mismatch", writes
+// nothing and is audited with the real key. Keys without an agent keep
+// naming any agent of their tenant. Every agent-naming argument of every
+// tool must be classified in mxSelfAgent or mxOtherAgent.
+func TestMatrixAgentBoundKeyActsAsItsAgent(t *testing.T) {
+	e := startHTTP(t, httpTestOpts{})
+	ctx := context.Background()
+	mk := func(nk memory.NewKey) (string, string) {
+		if err := e.store.EnsureTenant(ctx, nk.TenantID); err != nil {
+			t.Fatal(err)
+		}
+		key, k, err := e.store.CreateAPIKey(ctx, nk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return key, k.ID
+	}
+	plainKey, _ := mk(memory.NewKey{TenantID: "alpha", UserID: "ua"})
+	plannerKey, plannerKeyID := mk(memory.NewKey{TenantID: "alpha", UserID: "ua", AgentID: "planner"})
+	betaKey, betaKeyID := mk(memory.NewKey{TenantID: "beta", UserID: "ub", AgentID: "b-agent"})
+	plain, _ := mcpGoClient(t, e.url, bearer(plainKey), false)
+	planner, _ := mcpGoClient(t, e.url, bearer(plannerKey), false)
+	beta, _ := mcpGoClient(t, e.url, bearer(betaKey), false)
+	for _, id := range []string{"planner", "coder", "reviewer"} {
+		mxMust(t, plain, "register_agent", mxArgs("agentId", id, "name", id, "capabilities", []any{"c"}))
+	}
+	mxMust(t, beta, "register_agent", mxArgs("agentId", "b-agent", "name", "B", "capabilities", []any{"c"}))
+
+	// Every agent-naming argument is classified, and every entry is live.
+	list, err := planner.ListTools(ctx, mcp.ListToolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unclassified, cells := 0, 0
+	seen := map[string]bool{}
+	for _, tool := range list.Tools {
+		var schema any
+		b, _ := json.Marshal(tool.InputSchema)
+		if tool.RawInputSchema != nil {
+			b = tool.RawInputSchema
+		}
+		if err := json.Unmarshal(b, &schema); err != nil {
+			t.Fatal(err)
+		}
+		args := map[string]bool{}
+		mxAgentArgs(schema, "", args)
+		for arg := range args {
+			seen[tool.Name+"."+arg] = true
+			self := false
+			for _, s := range mxSelfAgent[tool.Name] {
+				self = self || s.arg == arg
+			}
+			if _, other := mxOtherAgent[tool.Name][arg]; !self && !other {
+				unclassified++
+				t.Errorf("tool %s argument %s names an agent but is in neither mxSelfAgent nor mxOtherAgent", tool.Name, arg)
+			}
+		}
+	}
+	for tool, ss := range mxSelfAgent {
+		for _, s := range ss {
+			if !seen[tool+"."+s.arg] {
+				t.Errorf("mxSelfAgent %s.%s: no such agent-naming argument in tools/list", tool, s.arg)
+			}
+		}
+	}
+	for tool, m := range mxOtherAgent {
+		for arg := range m {
+			if !seen[tool+"."+arg] {
+				t.Errorf("mxOtherAgent %s.%s: no such agent-naming argument in tools/list", tool, arg)
+			}
+		}
+	}
+
+	const mismatch = "forbidden: agent mismatch"
+	honoured, refusedControls, wantDenials := 0, 0, 0
+	for tool, ss := range mxSelfAgent {
+		for _, s := range ss {
+			label := tool + "." + s.arg
+			// The attacks: alpha's planner key names coder; beta's key names
+			// alpha's planner.
+			for _, atk := range []struct {
+				who   string
+				c     *client.Client
+				other string
+			}{{"planner key", planner, "coder"}, {"beta key", beta, "planner"}} {
+				args := s.base()
+				args[s.arg] = atk.other
+				r := mxCall(atk.c, tool, args)
+				cells++
+				if !r.isErr || r.text != mismatch {
+					honoured++
+					t.Errorf("%s: %s with %s=%q = %q (isError %v), want isError %q", label, atk.who, s.arg, atk.other, r.body(), r.isErr, mismatch)
+				}
+				if atk.c == planner {
+					wantDenials++
+				}
+			}
+			// Controls: the bound agent itself, and the argument omitted.
+			for _, ctl := range []struct {
+				name string
+				args map[string]any
+			}{{"bound agent", mxArgs(s.arg, "planner")}, {"omitted", mxArgs()}} {
+				args := s.base()
+				for k, v := range ctl.args {
+					args[k] = v
+				}
+				r := mxCall(planner, tool, args)
+				if strings.Contains(r.body(), "agent mismatch") || strings.Contains(r.body(), "required") || strings.Contains(r.body(), "missing propert") {
+					refusedControls++
+					t.Errorf("%s: planner key with %s = %q, want the call to act as planner (control)", label, ctl.name, r.body())
+				}
+			}
+		}
+	}
+
+	// The reported attack, end to end: planner's key sends as coder.
+	sent := mxCall(planner, "send_ai_message", mxArgs("from", "coder", "to", "reviewer", "content", "spoofed"))
+	mxMust(t, planner, "send_ai_message", mxArgs("to", "reviewer", "content", "genuine"))
+	mxMust(t, plain, "send_ai_message", mxArgs("from", "coder", "to", "reviewer", "content", "shared")) // no agent: today's behaviour
+	inbox := mxMust(t, plain, "get_ai_messages", mxArgs("agentId", "reviewer"))
+	b, _ := json.Marshal(inbox["messages"])
+	if sent.ok() || strings.Contains(string(b), "spoofed") {
+		honoured++
+		t.Errorf("planner key sending from coder: %q; reviewer's inbox %s", sent.body(), b)
+	}
+	if !strings.Contains(string(b), `"from":"planner","to":"reviewer","content":"genuine"`) &&
+		!strings.Contains(string(b), `"content":"genuine"`) {
+		t.Errorf("reviewer's inbox %s lacks planner's genuine message (control)", b)
+	}
+	wantDenials++
+
+	// Each refusal of the planner key is one audit denial row naming the real key.
+	rows, _, err := e.store.AuditLog(tenancy.NewContext(ctx, tenancy.RequestContext{TenantID: "alpha"}), memory.AuditFilter{Limit: memory.MaxAuditLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	denials := 0
+	for _, r := range rows {
+		if r.Event.Outcome == memory.OutcomeDenied && strings.Contains(r.Event.Detail, "agent mismatch") {
+			denials++
+			if r.Event.APIKeyID != plannerKeyID || r.Event.AgentID != "planner" {
+				t.Errorf("denial row %+v: want api key %s, agent planner", r.Event, plannerKeyID)
+			}
+		}
+	}
+	if denials != wantDenials {
+		t.Errorf("alpha has %d agent-mismatch denial rows, want %d", denials, wantDenials)
+	}
+	brows, _, err := e.store.AuditLog(tenancy.NewContext(ctx, tenancy.RequestContext{TenantID: "beta"}), memory.AuditFilter{Limit: memory.MaxAuditLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range brows {
+		if r.Event.Outcome == memory.OutcomeDenied && r.Event.APIKeyID != betaKeyID {
+			t.Errorf("beta denial row %+v does not name beta's key", r.Event)
+		}
+	}
+	t.Logf("metric agent_spoofs_honoured=%d", honoured)
+	t.Logf("metric agent_args_unclassified=%d", unclassified)
+	t.Logf("metric agent_cells=%d", cells)
+	t.Logf("metric agent_controls_refused=%d", refusedControls)
+}
+
+// TestStdioAgentBoundKeyCannotSendAsAnotherAgent: over stdio, the planner's
+// key cannot send a message as coder; omitting from sends as planner.
+func TestStdioAgentBoundKeyCannotSendAsAnotherAgent(t *testing.T) {
+	db := memtest.DSN(t)
+	mustCLI(t, "--db", db, "tenants", "create", "alpha")
+	plainKey, _ := cliKey(t, db, "--tenant", "alpha", "--user", "ua")
+	plannerKey, _ := cliKey(t, db, "--tenant", "alpha", "--user", "ua", "--agent", "planner")
+	plain := stdioClient(t, db, "NEXUS_API_KEY="+plainKey)
+	planner := stdioClient(t, db, "NEXUS_API_KEY="+plannerKey)
+	res := callTool(t, planner, "send_ai_message", map[string]any{"from": "coder", "to": "reviewer", "content": "spoofed"})
+	if !res.IsError || resultText(res) != "forbidden: agent mismatch" {
+		t.Errorf("planner key from=coder over stdio = %q (isError %v), want isError \"forbidden: agent mismatch\"", resultText(res), res.IsError)
+	}
+	if res := callTool(t, planner, "send_ai_message", map[string]any{"to": "reviewer", "content": "genuine"}); res.IsError {
+		t.Fatalf("planner key without from: %s (control)", resultText(res))
+	}
+	inbox := resultText(callTool(t, plain, "get_ai_messages", map[string]any{"agentId": "reviewer"}))
+	if strings.Contains(inbox, "spoofed") || !strings.Contains(inbox, `"from":"planner"`) {
+		t.Errorf("reviewer's inbox = %s, want planner's genuine message only", inbox)
+	}
 }
