@@ -54,11 +54,11 @@ const (
 	ReasonMisconfigured       = "misconfigured"
 )
 
-// MembershipLookup reports a user's role in a tenant. It returns ("", nil)
-// or an error wrapping ErrForbidden when userID is not a member of
+// MembershipLookup reports a principal's role in a tenant. It returns
+// ("", nil) or an error wrapping ErrForbidden when p is not a member of
 // tenantID; any other error is treated as a storage failure (503).
 type MembershipLookup interface {
-	Membership(ctx context.Context, tenantID, userID string) (role string, err error)
+	Membership(ctx context.Context, tenantID string, p Principal) (role string, err error)
 }
 
 // TenantStatus is what storage knows about one tenant.
@@ -361,19 +361,22 @@ func (a *Authenticator) verifyKey(ctx context.Context, token string, legacyHash 
 	return RequestContext{}, TenantStatus{}, ReasonInvalidKey, http.StatusUnauthorized, keyErr
 }
 
-// switchTenant moves rc to tenant want when rc's own user is a member.
-// A dev-overridden user never switches tenants.
+// switchTenant moves rc to tenant want when rc's principal (the user with
+// its home tenant or issuer) is a member. A dev-overridden user never
+// switches tenants.
 func (a *Authenticator) switchTenant(ctx context.Context, rc RequestContext, want string) (RequestContext, string, int, error) {
-	if rc.UserID == "" || rc.DevOverride || a.Members == nil || !validIdentityValue(want) {
+	p := rc.Principal()
+	if !p.Valid() || rc.DevOverride || a.Members == nil || !validIdentityValue(want) {
 		return rc, ReasonNotMember, http.StatusForbidden, nil
 	}
-	role, err := a.Members.Membership(ctx, want, rc.UserID)
+	role, err := a.Members.Membership(ctx, want, p)
 	switch {
 	case err != nil && !errors.Is(err, ErrForbidden):
 		return rc, ReasonStorage, http.StatusServiceUnavailable, fmt.Errorf("membership: %w", err)
 	case err != nil || role == "":
 		return rc, ReasonNotMember, http.StatusForbidden, nil
 	}
+	rc.HomeTenant = rc.TenantID
 	rc.TenantID = want
 	rc.Role = role
 	return rc, "", 0, nil

@@ -23,7 +23,7 @@ import (
 type AuditStore interface {
 	Audit(ctx context.Context, e memory.AuditEntry) error
 	AuditLog(ctx context.Context, f memory.AuditFilter) ([]memory.AuditRecord, int, error)
-	Membership(ctx context.Context, tenantID, userID string) (string, error)
+	Membership(ctx context.Context, tenantID string, p tenancy.Principal) (string, error)
 }
 
 // Audit actions written by the tools layer.

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
 // withStore opens the database for one administrative command.
@@ -172,17 +173,53 @@ func newKeysCmd(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
+// memberPrincipal is the principal named by members add/remove: the user
+// with exactly one origin, --from-tenant (an API-key user of that tenant)
+// or --issuer (a JWT user of that issuer); remove also takes --unresolved
+// for a migrated row of unknown origin.
+func memberPrincipal(user, fromTenant, issuer string, unresolved bool) (tenancy.Principal, error) {
+	n := 0
+	for _, set := range []bool{fromTenant != "", issuer != "", unresolved} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return tenancy.Principal{}, fmt.Errorf("say where user %q comes from with exactly one of --from-tenant TENANT (an API-key user of that tenant) or --issuer URL (a JWT user of that issuer)", user)
+	}
+	switch {
+	case fromTenant != "":
+		return tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: fromTenant, UserID: user}, nil
+	case issuer != "":
+		return tenancy.Principal{Kind: tenancy.PrincipalIssuer, Source: issuer, UserID: user}, nil
+	}
+	return tenancy.Principal{Kind: memory.PrincipalUnresolved, UserID: user}, nil
+}
+
+// memberFrom renders a membership's origin for members list.
+func memberFrom(m memory.Member) string {
+	if m.Kind == memory.PrincipalUnresolved {
+		return "unresolved (admits no one; re-add with --from-tenant or --issuer)"
+	}
+	return m.Kind + ":" + m.Source
+}
+
 func newMembersCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "members", Short: "Manage which users may act in a tenant other than their credential's"}
-	var tenant, user, role string
+	var tenant, user, role, fromTenant, issuer string
+	var unresolved bool
 	add := &cobra.Command{
-		Use: "add", Short: "Add a member (or change the role)", Args: cobra.NoArgs,
+		Use: "add", Short: "Add a member (or change the role): a user with its tenant (--from-tenant) or JWT issuer (--issuer)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := memberPrincipal(user, fromTenant, issuer, false)
+			if err != nil {
+				return err
+			}
 			return withStore(cmd, g, func(s *memory.Store) error {
-				if err := s.SetMember(cmd.Context(), tenant, user, role); err != nil {
+				if err := s.SetMember(cmd.Context(), tenant, p, role); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "user %s is %s of tenant %s\n", user, role, tenant)
+				fmt.Fprintf(cmd.OutOrStdout(), "user %s (%s:%s) is %s of tenant %s\n", user, p.Kind, p.Source, role, tenant)
 				return nil
 			})
 		},
@@ -191,18 +228,25 @@ func newMembersCmd(g *globalFlags) *cobra.Command {
 	remove := &cobra.Command{
 		Use: "remove", Short: "Remove a member", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := memberPrincipal(user, fromTenant, issuer, unresolved)
+			if err != nil {
+				return err
+			}
 			return withStore(cmd, g, func(s *memory.Store) error {
-				if err := s.RemoveMember(cmd.Context(), tenant, user); err != nil {
+				if err := s.RemoveMember(cmd.Context(), tenant, p); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed user %s from tenant %s\n", user, tenant)
+				fmt.Fprintf(cmd.OutOrStdout(), "removed user %s (%s:%s) from tenant %s\n", user, p.Kind, p.Source, tenant)
 				return nil
 			})
 		},
 	}
+	remove.Flags().BoolVar(&unresolved, "unresolved", false, "remove a migrated membership of unknown origin")
 	for _, c := range []*cobra.Command{add, remove} {
 		c.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
 		c.Flags().StringVar(&user, "user", "", "user (required)")
+		c.Flags().StringVar(&fromTenant, "from-tenant", "", "the user is an API-key user of this tenant")
+		c.Flags().StringVar(&issuer, "issuer", "", "the user is the sub of JWTs from this issuer (its iss claim)")
 		_ = c.MarkFlagRequired("tenant")
 		_ = c.MarkFlagRequired("user")
 	}
@@ -215,9 +259,9 @@ func newMembersCmd(g *globalFlags) *cobra.Command {
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "USER\tROLE\tSINCE")
+				fmt.Fprintln(tw, "USER\tFROM\tROLE\tSINCE")
 				for _, m := range ms {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", m.UserID, m.Role, m.CreatedAt)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.UserID, memberFrom(m), m.Role, m.CreatedAt)
 				}
 				return tw.Flush()
 			})

@@ -26,8 +26,8 @@ func TestHTTPDisabledHomeTenantJWTCannotSwitchTenant(t *testing.T) {
 	keyAlpha := e.newKey(t, memory.NewKey{TenantID: "alpha", UserID: "alice"})
 	keyBeta := e.newKey(t, memory.NewKey{TenantID: "beta", UserID: "bob"})
 	tokBeta := testJWT(t, "beta", "bob")
-	addMember(t, e.store, "alpha", "bob", "beta", "")
-	addMember(t, e.store, "alpha", "bob", "", "test-issuer")
+	addMember(t, e.db, "alpha", "bob", "beta", "")
+	addMember(t, e.db, "alpha", "bob", "", "test-issuer")
 
 	cases := []struct {
 		name string
@@ -64,13 +64,18 @@ func TestHTTPDisabledHomeTenantJWTCannotSwitchTenant(t *testing.T) {
 	t.Logf("metric disabled_home_admitted=%d", admitted)
 }
 
-// addMember admits a principal to tenant: fromTenant for an API-key user,
-// issuer for a JWT user.
-func addMember(t *testing.T, store *memory.Store, tenant, user, fromTenant, issuer string) {
+// addMember admits a principal to tenant with the CLI: fromTenant for an
+// API-key user, issuer for a JWT user.
+func addMember(t *testing.T, db, tenant, user, fromTenant, issuer string) {
 	t.Helper()
-	if err := store.SetMember(context.Background(), tenant, user, "member"); err != nil {
-		t.Fatal(err)
+	args := []string{"--db", db, "members", "add", "--tenant", tenant, "--user", user}
+	if fromTenant != "" {
+		args = append(args, "--from-tenant", fromTenant)
 	}
+	if issuer != "" {
+		args = append(args, "--issuer", issuer)
+	}
+	mustCLI(t, args...)
 }
 
 // cliKey creates a key with the CLI and returns the key and its id.
@@ -461,4 +466,58 @@ func TestStdioAgentBoundKeyCannotSendAsAnotherAgent(t *testing.T) {
 	if strings.Contains(inbox, "spoofed") || !strings.Contains(inbox, `"from":"planner"`) {
 		t.Errorf("reviewer's inbox = %s, want planner's genuine message only", inbox)
 	}
+}
+
+// TestHTTPMembershipAdmitsOnlyTheNamedPrincipal: a membership names where
+// its user comes from. Admitting beta's bob to alpha does not admit
+// gamma's unrelated bob, nor a JWT user bob; admitting the issuer's bob
+// admits JWTs of that issuer only. members add refuses a user without
+// its origin.
+func TestHTTPMembershipAdmitsOnlyTheNamedPrincipal(t *testing.T) {
+	e := startHTTP(t, httpTestOpts{})
+	e.newKey(t, memory.NewKey{TenantID: "alpha", UserID: "alice"})
+	keyBeta := e.newKey(t, memory.NewKey{TenantID: "beta", UserID: "bob"})
+	keyGamma := e.newKey(t, memory.NewKey{TenantID: "gamma", UserID: "bob"})
+	jwtBob := testJWT(t, "gamma", "bob")
+	into := func(hdr map[string]string) int {
+		return rawDo(t, http.MethodPost, e.url, with(hdr, tenancy.HeaderTenantID, "alpha"), strings.NewReader(rawInitialize)).status
+	}
+	admitted := 0
+	want := func(who string, hdr map[string]string, status int) {
+		t.Helper()
+		got := into(hdr)
+		if got != status {
+			t.Errorf("%s into alpha = %d, want %d", who, got, status)
+			if status == http.StatusForbidden {
+				admitted++
+			}
+		}
+	}
+
+	// A membership without its origin is refused, naming the flags.
+	for _, extra := range [][]string{nil, {"--from-tenant", "beta", "--issuer", "test-issuer"}} {
+		args := append([]string{"--db", e.db, "members", "add", "--tenant", "alpha", "--user", "bob"}, extra...)
+		if _, errs, code := runCLI(t, "", args...); code == 0 || !strings.Contains(errs, "--from-tenant") || !strings.Contains(errs, "--issuer") {
+			t.Errorf("members add %v: exit %d, %q; want refused naming --from-tenant and --issuer", extra, code, errs)
+		}
+	}
+	want("beta's bob before any membership", bearer(keyBeta), http.StatusForbidden)
+
+	addMember(t, e.db, "alpha", "bob", "beta", "")
+	want("beta's bob (control)", bearer(keyBeta), http.StatusOK)
+	want("gamma's bob", bearer(keyGamma), http.StatusForbidden)
+	want("JWT bob", bearer(jwtBob), http.StatusForbidden)
+
+	addMember(t, e.db, "alpha", "bob", "", "test-issuer")
+	want("JWT bob of the admitted issuer (control)", bearer(jwtBob), http.StatusOK)
+	want("gamma's bob after the issuer's bob was admitted", bearer(keyGamma), http.StatusForbidden)
+
+	out := mustCLI(t, "--db", e.db, "members", "list", "--tenant", "alpha")
+	if !strings.Contains(out, "tenant:beta") || !strings.Contains(out, "issuer:test-issuer") || strings.Contains(out, "gamma") {
+		t.Errorf("members list = %q, want beta's and the issuer's bob only", out)
+	}
+	mustCLI(t, "--db", e.db, "members", "remove", "--tenant", "alpha", "--user", "bob", "--from-tenant", "beta")
+	want("beta's bob after removal", bearer(keyBeta), http.StatusForbidden)
+	want("JWT bob after beta's bob was removed (control)", bearer(jwtBob), http.StatusOK)
+	t.Logf("metric member_collisions_admitted=%d", admitted)
 }
