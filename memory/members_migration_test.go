@@ -71,7 +71,9 @@ func TestMigrationMemberPrincipals(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("migrated members = %v, want %v", got, want)
 	}
-	p := func(kind, src, u string) tenancy.Principal { return tenancy.Principal{Kind: kind, Source: src, UserID: u} }
+	p := func(kind, src, u string) tenancy.Principal {
+		return tenancy.Principal{Kind: kind, Source: src, UserID: u}
+	}
 	for _, c := range []struct {
 		p    tenancy.Principal
 		want string

@@ -377,8 +377,12 @@ func TestAdmin(t *testing.T) {
 		}
 	})
 	t.Run("members", func(t *testing.T) {
-		fromC := func(u string) tenancy.Principal { return tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "c", UserID: u} }
-		fromD := func(u string) tenancy.Principal { return tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "d", UserID: u} }
+		fromC := func(u string) tenancy.Principal {
+			return tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "c", UserID: u}
+		}
+		fromD := func(u string) tenancy.Principal {
+			return tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "d", UserID: u}
+		}
 		jwtU := tenancy.Principal{Kind: tenancy.PrincipalIssuer, Source: "https://issuer.test", UserID: "u"}
 		for _, m := range []struct {
 			tenant string
