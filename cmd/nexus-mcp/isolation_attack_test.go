@@ -116,13 +116,9 @@ func TestStdioRevokedKeyExpiredKeyAndDisabledTenantStopRunningServer(t *testing.
 	}
 	keyA, idA := cliKey(t, db, "--tenant", "alpha", "--user", "alice")
 	keyB, _ := cliKey(t, db, "--tenant", "beta", "--user", "bob")
-	const ttl = 6 * time.Second
-	keyE, _ := cliKey(t, db, "--tenant", "alpha", "--user", "eve", "--expires", ttl.String())
-	expiresAt := time.Now().Add(ttl)
 	keyA2, _ := cliKey(t, db, "--tenant", "alpha", "--user", "alice")
 	ca := stdioClient(t, db, "NEXUS_API_KEY="+keyA)
 	cb := stdioClient(t, db, "NEXUS_API_KEY="+keyB)
-	ce := stdioClient(t, db, "NEXUS_API_KEY="+keyE)
 
 	refusedWrites := 0
 	refused := func(who string, res *mcp.CallToolResult, want string) {
@@ -133,7 +129,7 @@ func TestStdioRevokedKeyExpiredKeyAndDisabledTenantStopRunningServer(t *testing.
 		}
 	}
 	// Controls: every server works before anything changes.
-	for who, c := range map[string]*client.Client{"alpha": ca, "beta": cb, "expiring": ce} {
+	for who, c := range map[string]*client.Client{"alpha": ca, "beta": cb} {
 		if res := stdioWrite(t, c, "before-"+who); res.IsError {
 			t.Fatalf("%s write before revocation: %s (control)", who, resultText(res))
 		}
@@ -158,7 +154,17 @@ func TestStdioRevokedKeyExpiredKeyAndDisabledTenantStopRunningServer(t *testing.
 		t.Error("the write refused while beta was disabled was stored")
 	}
 
-	// Expiry: the same server refuses once its key's lifetime has passed.
+	// Expiry: a server started with a key that then expires refuses its
+	// calls from then on. (The key is created here, just before its server
+	// starts, so that start-up and the control fit its lifetime.)
+	const ttl = 8 * time.Second
+	start := time.Now()
+	expiresAt := start.Add(ttl)
+	keyE, _ := cliKey(t, db, "--tenant", "alpha", "--user", "eve", "--expires", ttl.String())
+	ce := stdioClient(t, db, "NEXUS_API_KEY="+keyE)
+	if res := stdioWrite(t, ce, "before-expiring"); res.IsError {
+		t.Fatalf("expiring key write before its expiry: %s (control; start-up took %v of its %v)", resultText(res), time.Since(start), ttl)
+	}
 	time.Sleep(time.Until(expiresAt) + 500*time.Millisecond)
 	refused("expired key write", stdioWrite(t, ce, "after-expiry"), "revoked or has expired")
 
