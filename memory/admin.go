@@ -168,10 +168,18 @@ func tenantUpdated(res sql.Result, err error, id string) error {
 
 // CreateAPIKey creates a key for an existing tenant and returns the key (to
 // show once) and its stored metadata. Only the key's SHA-256 is stored.
+// A key bound to an agent id claims that id for the tenant in the global
+// agent scope: ErrConflict when another tenant has registered it or holds
+// an unrevoked key bound to it.
 func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, error) {
 	key, err := tenancy.NewAPIKey()
 	if err != nil {
 		return "", APIKey{}, err
+	}
+	if nk.AgentID != "" {
+		if err := checkAgentID("agent", nk.AgentID); err != nil {
+			return "", APIKey{}, err
+		}
 	}
 	k := APIKey{ID: NewID("key_"), TenantID: nk.TenantID, UserID: nk.UserID, AgentID: nk.AgentID, Env: nk.Env, Name: nk.Name}
 	err = s.write(ctx, func(t *txn) error {
@@ -181,6 +189,17 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, er
 		}
 		if exists == 0 {
 			return notFoundf("tenant %q not found", nk.TenantID)
+		}
+		// A key bound to an agent claims the id for its tenant (global
+		// scope): refused when another tenant owns it.
+		if nk.AgentID != "" {
+			taken, err := s.ownedElsewhere(t, nk.TenantID, nk.AgentID)
+			if err != nil {
+				return err
+			}
+			if taken {
+				return conflictf("agent id %q belongs to another tenant (registered there or bound to its API key); choose another agent id", nk.AgentID)
+			}
 		}
 		k.CreatedAt = t.now
 		var expires any
@@ -265,13 +284,35 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (tenancy.StoredKe
 	return k, nil
 }
 
-// SetMember adds user to tenant with role ("member" or "admin"), or changes the role.
-func (s *Store) SetMember(ctx context.Context, tenantID, userID, role string) error {
+// PrincipalUnresolved is the kind of a membership migrated from a bare
+// user id whose origin could not be determined: it admits no one.
+const PrincipalUnresolved = "unresolved"
+
+// checkPrincipal refuses a principal without its origin.
+func checkPrincipal(p tenancy.Principal) error {
+	switch {
+	case p.UserID == "":
+		return invalidf("user must not be empty")
+	case p.Kind != tenancy.PrincipalTenant && p.Kind != tenancy.PrincipalIssuer:
+		return invalidf("say where the user comes from: the tenant of its API keys, or the issuer of its JWTs")
+	case p.Source == "":
+		return invalidf("the %s the user comes from must not be empty", p.Kind)
+	case p.Kind == tenancy.PrincipalTenant && !ValidTenantID(p.Source):
+		return invalidf("invalid tenant id %q", p.Source)
+	}
+	return nil
+}
+
+// SetMember admits principal p to tenant with role ("member" or "admin"),
+// or changes its role. p names where its user comes from: the tenant of
+// its API keys or the issuer of its JWTs; the same user id from anywhere
+// else is not admitted.
+func (s *Store) SetMember(ctx context.Context, tenantID string, p tenancy.Principal, role string) error {
 	if role != "member" && role != "admin" {
 		return invalidf("role must be member or admin, not %q", role)
 	}
-	if userID == "" {
-		return invalidf("user must not be empty")
+	if err := checkPrincipal(p); err != nil {
+		return err
 	}
 	return s.write(ctx, func(t *txn) error {
 		var exists int
@@ -281,44 +322,50 @@ func (s *Store) SetMember(ctx context.Context, tenantID, userID, role string) er
 		if exists == 0 {
 			return notFoundf("tenant %q not found", tenantID)
 		}
-		_, err := t.exec(`INSERT INTO members (tenant_id, user_id, role, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (tenant_id, user_id) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at`,
-			tenantID, userID, role, t.now, t.now)
+		_, err := t.exec(`INSERT INTO members (tenant_id, principal_kind, principal_source, user_id, role, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (tenant_id, principal_kind, principal_source, user_id) DO UPDATE SET role = excluded.role, updated_at = excluded.updated_at`,
+			tenantID, p.Kind, p.Source, p.UserID, role, t.now, t.now)
 		return err
 	})
 }
 
-// RemoveMember removes user from tenant; absent is ErrNotFound.
-func (s *Store) RemoveMember(ctx context.Context, tenantID, userID string) error {
+// RemoveMember removes principal p from tenant; absent is ErrNotFound. A
+// migrated row of unknown origin is removed with Kind PrincipalUnresolved
+// and an empty Source.
+func (s *Store) RemoveMember(ctx context.Context, tenantID string, p tenancy.Principal) error {
 	return s.write(ctx, func(t *txn) error {
-		res, err := t.exec(`DELETE FROM members WHERE tenant_id = ? AND user_id = ?`, tenantID, userID)
+		res, err := t.exec(`DELETE FROM members WHERE tenant_id = ? AND principal_kind = ? AND principal_source = ? AND user_id = ?`,
+			tenantID, p.Kind, p.Source, p.UserID)
 		if err != nil {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return notFoundf("user %q is not a member of %q", userID, tenantID)
+			return notFoundf("%s is not a member of %q", p, tenantID)
 		}
 		return nil
 	})
 }
 
-// Member is one membership row.
+// Member is one membership row. Kind is tenancy.PrincipalTenant,
+// tenancy.PrincipalIssuer or PrincipalUnresolved.
 type Member struct {
-	TenantID, UserID, Role, CreatedAt string
+	TenantID, Kind, Source, UserID, Role, CreatedAt string
 }
 
 // Members lists a tenant's members.
 func (s *Store) Members(ctx context.Context, tenantID string) ([]Member, error) {
 	var out []Member
 	err := s.read(ctx, func(t *txn) error {
-		rows, err := t.query(`SELECT tenant_id, user_id, role, created_at FROM members WHERE tenant_id = ? ORDER BY user_id`, tenantID)
+		rows, err := t.query(`SELECT tenant_id, principal_kind, principal_source, user_id, role, created_at
+			FROM members WHERE tenant_id = ? ORDER BY user_id, principal_kind, principal_source`, tenantID)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
 			var m Member
-			if err := rows.Scan(&m.TenantID, &m.UserID, &m.Role, &m.CreatedAt); err != nil {
+			if err := rows.Scan(&m.TenantID, &m.Kind, &m.Source, &m.UserID, &m.Role, &m.CreatedAt); err != nil {
 				return err
 			}
 			out = append(out, m)
@@ -328,11 +375,16 @@ func (s *Store) Members(ctx context.Context, tenantID string) ([]Member, error) 
 	return out, err
 }
 
-// Membership returns user's role in tenant, or "" when not a member.
-func (s *Store) Membership(ctx context.Context, tenantID, userID string) (string, error) {
+// Membership returns principal p's role in tenant, or "" when not a
+// member (an invalid principal is never one).
+func (s *Store) Membership(ctx context.Context, tenantID string, p tenancy.Principal) (string, error) {
+	if !p.Valid() {
+		return "", nil
+	}
 	var role string
 	err := s.read(ctx, func(t *txn) error {
-		err := t.queryRow(`SELECT role FROM members WHERE tenant_id = ? AND user_id = ?`, tenantID, userID).Scan(&role)
+		err := t.queryRow(`SELECT role FROM members WHERE tenant_id = ? AND principal_kind = ? AND principal_source = ? AND user_id = ?`,
+			tenantID, p.Kind, p.Source, p.UserID).Scan(&role)
 		if err == sql.ErrNoRows {
 			role = ""
 			return nil

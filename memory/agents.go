@@ -142,7 +142,9 @@ func hasCapabilities(have, want []string) bool {
 	return true
 }
 
-// ownedElsewhere reports whether, in global scope, another tenant owns id.
+// ownedElsewhere reports whether, in global scope, another tenant owns id:
+// has registered it, or holds an unrevoked API key bound to it (keys create
+// --agent claims the id for the key's tenant, registered or not).
 // It is a registry read across tenants, made inside the write transaction
 // so that the check and the write that follows are atomic: on SQLite the
 // single IMMEDIATE writer serializes them; on PostgreSQL the caller holds
@@ -160,7 +162,9 @@ func (s *Store) ownedElsewhere(t *txn, tenant, id string) (bool, error) {
 		return false, err
 	}
 	var one int
-	err := t.queryRow(`SELECT 1 FROM agents WHERE agent_id = ? AND tenant_id <> ? LIMIT 1`, id, tenant).Scan(&one)
+	err := t.queryRow(`SELECT 1 FROM agents WHERE agent_id = ? AND tenant_id <> ?
+		UNION ALL SELECT 1 FROM api_keys WHERE agent_id = ? AND tenant_id <> ? AND revoked_at IS NULL LIMIT 1`,
+		id, tenant, id, tenant).Scan(&one)
 	if err == sql.ErrNoRows {
 		return false, nil
 	}
@@ -172,7 +176,7 @@ func (s *Store) ownedElsewhere(t *txn, tenant, id string) (bool, error) {
 func agentLockKey(id string) string { return "agent:" + id }
 
 func errOwnedElsewhere(id string) error {
-	return conflictf("agent id %q is registered by another tenant; only that tenant can change it — choose another agent id", id)
+	return conflictf("agent id %q is registered by another tenant or bound to its API key; only that tenant can use it — choose another agent id", id)
 }
 
 // RegisterAgent registers reg.ID for the caller's tenant, or re-registers it

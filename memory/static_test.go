@@ -70,7 +70,7 @@ var sqlAllow = []struct {
 }{
 	{"admin.go", "where k.key_hash = ?", "API-key lookup by hash: the key is what establishes the tenant"},
 	{"admin.go", "update api_keys set revoked_at", "administrative key revocation by key id (CLI), no tenant in play"},
-	{"agents.go", "where agent_id = ? and tenant_id <> ?", "global agent registry: is the id owned by another tenant"},
+	{"agents.go", "where agent_id = ? and tenant_id <> ?", "global agent registry: is the id owned (registered or key-bound) by another tenant"},
 	{"agents.go", "from agents where agent_id = ? order by tenant_id = ? desc", "global agent registry read by id (AgentScopeGlobal)"},
 	{"agents.go", "select 1 from agents where agent_id = ? limit 1", "global agent registry: does the id exist in any tenant"},
 	{"semantic.go", "select distinct tenant_id from embed_queue", "embedding indexer: which tenants have queued entities (ids only); it then works tenant by tenant"},

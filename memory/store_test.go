@@ -377,27 +377,52 @@ func TestAdmin(t *testing.T) {
 		}
 	})
 	t.Run("members", func(t *testing.T) {
-		for _, m := range []struct{ tenant, user, role string }{{"a", "u", "member"}, {"a", "u", "admin"}, {"b", "w", "member"}} {
-			if err := s.SetMember(ctx, m.tenant, m.user, m.role); err != nil {
+		fromC := func(u string) tenancy.Principal {
+			return tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "c", UserID: u}
+		}
+		fromD := func(u string) tenancy.Principal {
+			return tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "d", UserID: u}
+		}
+		jwtU := tenancy.Principal{Kind: tenancy.PrincipalIssuer, Source: "https://issuer.test", UserID: "u"}
+		for _, m := range []struct {
+			tenant string
+			p      tenancy.Principal
+			role   string
+		}{{"a", fromC("u"), "member"}, {"a", fromC("u"), "admin"}, {"b", fromC("w"), "member"}} {
+			if err := s.SetMember(ctx, m.tenant, m.p, m.role); err != nil {
 				t.Fatalf("SetMember(%v): %v", m, err)
 			}
 		}
-		if err := s.SetMember(ctx, "a", "u", "owner"); !errors.Is(err, ErrInvalid) {
+		if err := s.SetMember(ctx, "a", fromC("u"), "owner"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("SetMember(role owner) = %v, want ErrInvalid", err)
 		}
-		if ms, err := s.Members(ctx, "a"); err != nil || len(ms) != 1 || ms[0].UserID != "u" || ms[0].Role != "admin" {
-			t.Errorf("Members(a) = %+v, %v; want u as admin only", ms, err)
+		for _, p := range []tenancy.Principal{{UserID: "u"}, {Kind: tenancy.PrincipalTenant, UserID: "u"}, {Kind: "x", Source: "c", UserID: "u"}} {
+			if err := s.SetMember(ctx, "a", p, "member"); !errors.Is(err, ErrInvalid) {
+				t.Errorf("SetMember(%+v without origin) = %v, want ErrInvalid", p, err)
+			}
 		}
-		if role, err := s.Membership(ctx, "b", "u"); err != nil || role != "" {
+		if ms, err := s.Members(ctx, "a"); err != nil || len(ms) != 1 || ms[0].UserID != "u" || ms[0].Source != "c" || ms[0].Role != "admin" {
+			t.Errorf("Members(a) = %+v, %v; want c's u as admin only", ms, err)
+		}
+		// The same user id from elsewhere is someone else.
+		for _, p := range []tenancy.Principal{fromD("u"), jwtU, {UserID: "u"}} {
+			if role, err := s.Membership(ctx, "a", p); err != nil || role != "" {
+				t.Errorf("Membership(a, %v) = %q, %v; want none", p, role, err)
+			}
+		}
+		if role, err := s.Membership(ctx, "a", fromC("u")); err != nil || role != "admin" {
+			t.Errorf("Membership(a, c's u) = %q, %v; want admin (control)", role, err)
+		}
+		if role, err := s.Membership(ctx, "b", fromC("u")); err != nil || role != "" {
 			t.Errorf("Membership(b, u) = %q, %v; want none", role, err)
 		}
-		if err := s.RemoveMember(ctx, "a", "u"); err != nil {
+		if err := s.RemoveMember(ctx, "a", fromC("u")); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.RemoveMember(ctx, "a", "u"); !errors.Is(err, ErrNotFound) {
+		if err := s.RemoveMember(ctx, "a", fromC("u")); !errors.Is(err, ErrNotFound) {
 			t.Errorf("RemoveMember twice = %v, want ErrNotFound", err)
 		}
-		if role, err := s.Membership(ctx, "b", "w"); err != nil || role != "member" {
+		if role, err := s.Membership(ctx, "b", fromC("w")); err != nil || role != "member" {
 			t.Errorf("Membership(b, w) = %q, %v; want member", role, err)
 		}
 	})

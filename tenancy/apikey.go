@@ -92,3 +92,30 @@ func VerifyAPIKey(ctx context.Context, keys KeyLookup, key string, now time.Time
 		AuthMethod: AuthAPIKey,
 	}, sk.Tenant, nil
 }
+
+// Recheck verifies again the credential of a long-lived connection whose
+// identity rc was established once (stdio): with key, the key must still
+// be valid (not revoked, not expired) and still be rc's key, and its tenant
+// enabled; without key (local mode), rc's tenant must not be disabled.
+// It returns an error wrapping ErrUnauthenticated or ErrForbidden, or a
+// storage error.
+func Recheck(ctx context.Context, keys KeyLookup, tenants TenantLookup, key string, rc RequestContext, now time.Time) error {
+	if key == "" {
+		st, err := tenants.TenantStatus(ctx, rc.TenantID)
+		if err != nil {
+			return err
+		}
+		if st.Disabled {
+			return ErrForbidden
+		}
+		return nil
+	}
+	got, _, err := VerifyAPIKey(ctx, keys, key, now)
+	if err != nil {
+		return err
+	}
+	if got.APIKeyID != rc.APIKeyID || got.TenantID != rc.TenantID {
+		return ErrUnauthenticated
+	}
+	return nil
+}

@@ -50,6 +50,11 @@ type RequestContext struct {
 	Role       string // membership role in TenantID ("member", "admin"), or "" for the credential's own tenant
 	// DevOverride is true when UserID came from the X-User-Id dev header.
 	DevOverride bool
+	// HomeTenant is the credential's own tenant when X-Tenant-Id switched
+	// TenantID to another; "" means TenantID is the credential's tenant.
+	HomeTenant string
+	// Issuer is the "iss" claim of a JWT credential ("" for other kinds).
+	Issuer string
 	// Trust is the EATP trust context of the request (a
 	// delegation.TrustContext), when one was presented; set it with
 	// delegation.NewContext and read it with delegation.Of, never by a type
@@ -79,4 +84,50 @@ func TenantFromContext(ctx context.Context) (string, error) {
 		return "", ErrNoTenant
 	}
 	return rc.TenantID, nil
+}
+
+// Principal kinds: where a user id comes from.
+const (
+	PrincipalTenant = "tenant" // an API-key user, named by the key's tenant
+	PrincipalIssuer = "issuer" // a JWT user, named by the token's issuer
+)
+
+// Principal is a user id with its origin: (home tenant, user) for an
+// API-key user, (issuer, sub) for a JWT user. Memberships name principals,
+// so the same user id coming from elsewhere is someone else.
+type Principal struct {
+	Kind   string // PrincipalTenant or PrincipalIssuer
+	Source string // the tenant id or the issuer
+	UserID string
+}
+
+// String renders p as kind:source/user.
+func (p Principal) String() string { return p.Kind + ":" + p.Source + "/" + p.UserID }
+
+// Valid reports whether p names a user and its origin.
+func (p Principal) Valid() bool {
+	return p.UserID != "" && p.Source != "" && (p.Kind == PrincipalTenant || p.Kind == PrincipalIssuer)
+}
+
+// Principal returns the principal rc's credential authenticates, or a
+// zero (invalid) Principal when it names no user or no origin (legacy key,
+// local mode, a JWT without "iss").
+func (rc RequestContext) Principal() Principal {
+	if rc.UserID == "" {
+		return Principal{}
+	}
+	switch rc.AuthMethod {
+	case AuthJWT:
+		if rc.Issuer == "" {
+			return Principal{}
+		}
+		return Principal{Kind: PrincipalIssuer, Source: rc.Issuer, UserID: rc.UserID}
+	case AuthAPIKey:
+		home := rc.HomeTenant
+		if home == "" {
+			home = rc.TenantID
+		}
+		return Principal{Kind: PrincipalTenant, Source: home, UserID: rc.UserID}
+	}
+	return Principal{}
 }

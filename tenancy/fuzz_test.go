@@ -124,5 +124,5 @@ func referenceIdentity(header string) (RequestContext, bool) {
 	if sub == "" || tenant == "" {
 		return RequestContext{}, false
 	}
-	return RequestContext{TenantID: tenant, UserID: sub, AuthMethod: AuthJWT}, true
+	return RequestContext{TenantID: tenant, UserID: sub, AuthMethod: AuthJWT, Issuer: testIssuer}, true
 }

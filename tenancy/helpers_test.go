@@ -201,17 +201,17 @@ func (f *fakeKeys) add(t testing.TB, sk StoredKey) string {
 	return key
 }
 
-// fakeMembers maps {tenant, user} to a role; err, if set, is returned.
+// fakeMembers maps {tenant, principal.String()} to a role; err, if set, is returned.
 type fakeMembers struct {
 	roles map[[2]string]string
 	err   error
 }
 
-func (f fakeMembers) Membership(_ context.Context, tenantID, userID string) (string, error) {
+func (f fakeMembers) Membership(_ context.Context, tenantID string, p Principal) (string, error) {
 	if f.err != nil {
 		return "", f.err
 	}
-	return f.roles[[2]string{tenantID, userID}], nil
+	return f.roles[[2]string{tenantID, p.String()}], nil
 }
 
 // whoami is the protected handler: it answers 200 with the RequestContext.

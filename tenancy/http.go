@@ -54,11 +54,11 @@ const (
 	ReasonMisconfigured       = "misconfigured"
 )
 
-// MembershipLookup reports a user's role in a tenant. It returns ("", nil)
-// or an error wrapping ErrForbidden when userID is not a member of
+// MembershipLookup reports a principal's role in a tenant. It returns
+// ("", nil) or an error wrapping ErrForbidden when p is not a member of
 // tenantID; any other error is treated as a storage failure (503).
 type MembershipLookup interface {
-	Membership(ctx context.Context, tenantID, userID string) (role string, err error)
+	Membership(ctx context.Context, tenantID string, p Principal) (role string, err error)
 }
 
 // TenantStatus is what storage knows about one tenant.
@@ -178,6 +178,8 @@ func (a *Authenticator) Validate() error {
 //     TenantID and Role. Otherwise 403.
 //  5. X-Env: when the credential is bound to an Env, a present X-Env must
 //     equal it (403 otherwise); without a bound Env it is ignored.
+//     The credential's home tenant must not be disabled (403 otherwise),
+//     for every credential kind.
 //  6. Kill switch: the status of the final tenant, read on every request
 //     (with the key's row for an API key on its own tenant, from
 //     TenantStatus otherwise): disabled or (except for JWTs on their own
@@ -289,6 +291,19 @@ func (a *Authenticator) authenticate(r *http.Request, legacyHash []byte, now tim
 			return rc, st, ReasonNotMember, http.StatusForbidden, errors.New("several X-Tenant-Id headers")
 		}
 		if want := vals[0]; want != credTenant {
+			// The credential's home tenant must be enabled wherever the
+			// credential is used. A stored API key brought its status (and
+			// VerifyAPIKey refused a disabled one); any other credential
+			// reads it now.
+			if rc.AuthMethod != AuthAPIKey {
+				home, err := a.Tenants.TenantStatus(ctx, credTenant)
+				if err != nil {
+					return rc, st, ReasonStorage, http.StatusServiceUnavailable, fmt.Errorf("home tenant status: %w", err)
+				}
+				if home.Disabled {
+					return rc, st, ReasonTenantDisabled, http.StatusForbidden, errors.New("home tenant disabled")
+				}
+			}
 			rc, reason, status, err = a.switchTenant(ctx, rc, want)
 			if status != 0 {
 				return rc, st, reason, status, err
@@ -346,19 +361,22 @@ func (a *Authenticator) verifyKey(ctx context.Context, token string, legacyHash 
 	return RequestContext{}, TenantStatus{}, ReasonInvalidKey, http.StatusUnauthorized, keyErr
 }
 
-// switchTenant moves rc to tenant want when rc's own user is a member.
-// A dev-overridden user never switches tenants.
+// switchTenant moves rc to tenant want when rc's principal (the user with
+// its home tenant or issuer) is a member. A dev-overridden user never
+// switches tenants.
 func (a *Authenticator) switchTenant(ctx context.Context, rc RequestContext, want string) (RequestContext, string, int, error) {
-	if rc.UserID == "" || rc.DevOverride || a.Members == nil || !validIdentityValue(want) {
+	p := rc.Principal()
+	if !p.Valid() || rc.DevOverride || a.Members == nil || !validIdentityValue(want) {
 		return rc, ReasonNotMember, http.StatusForbidden, nil
 	}
-	role, err := a.Members.Membership(ctx, want, rc.UserID)
+	role, err := a.Members.Membership(ctx, want, p)
 	switch {
 	case err != nil && !errors.Is(err, ErrForbidden):
 		return rc, ReasonStorage, http.StatusServiceUnavailable, fmt.Errorf("membership: %w", err)
 	case err != nil || role == "":
 		return rc, ReasonNotMember, http.StatusForbidden, nil
 	}
+	rc.HomeTenant = rc.TenantID
 	rc.TenantID = want
 	rc.Role = role
 	return rc, "", 0, nil

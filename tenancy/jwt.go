@@ -277,7 +277,13 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string, now time.Time) (
 	if err != nil || !validIdentityValue(sub) {
 		return RequestContext{}, fmt.Errorf("verify jwt: missing or invalid sub: %w", ErrUnauthenticated)
 	}
-	return RequestContext{TenantID: tenant, UserID: sub, AuthMethod: AuthJWT}, nil
+	// The issuer names where sub comes from (memberships name (issuer,
+	// sub)); a token without a usable iss has no principal to be a member.
+	iss, err := claims.GetIssuer()
+	if err != nil || !validIdentityValue(iss) {
+		iss = ""
+	}
+	return RequestContext{TenantID: tenant, UserID: sub, AuthMethod: AuthJWT, Issuer: iss}, nil
 }
 
 // tenant reads the tenant claim, falling back to org_id when it is absent.

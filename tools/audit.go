@@ -23,7 +23,7 @@ import (
 type AuditStore interface {
 	Audit(ctx context.Context, e memory.AuditEntry) error
 	AuditLog(ctx context.Context, f memory.AuditFilter) ([]memory.AuditRecord, int, error)
-	Membership(ctx context.Context, tenantID, userID string) (string, error)
+	Membership(ctx context.Context, tenantID string, p tenancy.Principal) (string, error)
 }
 
 // Audit actions written by the tools layer.
@@ -49,7 +49,7 @@ func toolFromContext(ctx context.Context) string {
 // trust reasons (audited as a denial): a tenant mismatch in the
 // arguments, a forbidden action, or an EATP refusal other than not-found.
 func isRefusal(err error) bool {
-	return errors.Is(err, errForbiddenMismatch) || errors.Is(err, tenancy.ErrForbidden) ||
+	return errors.Is(err, errForbiddenMismatch) || errors.Is(err, errAgentMismatch) || errors.Is(err, tenancy.ErrForbidden) ||
 		(delegation.IsDenial(err) && !errors.Is(err, delegation.ErrNotFound))
 }
 
@@ -60,6 +60,8 @@ func (h *Handlers) auditRefusal(ctx context.Context, tool, contentHash string, e
 	switch {
 	case errors.Is(err, errForbiddenMismatch):
 		detail = "tenant mismatch"
+	case errors.Is(err, errAgentMismatch):
+		detail = "agent mismatch"
 	case delegation.IsDenial(err):
 		detail = err.Error() // delegation messages never hold request values
 	}

@@ -60,7 +60,7 @@ func TestAuditRowsPerCall(t *testing.T) {
 
 func TestGetAuditLog(t *testing.T) {
 	ts := newTrustServer(t, Deps{})
-	if err := ts.store.SetMember(context.Background(), "a", "root", "admin"); err != nil {
+	if err := ts.store.SetMember(context.Background(), "a", tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "a", UserID: "root"}, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	ts.must(asUser("a", "alice", ""), "create_entities", map[string]any{"entities": []any{map[string]any{"name": "n", "entityType": "t", "observations": []any{}}}})

@@ -95,7 +95,8 @@ func rfc3339(t time.Time) string {
 
 // isAdmin reports whether the caller may act for other users of its
 // tenant: local single-user mode, an admin role established by the edge,
-// or an admin membership of the caller's own user.
+// or an admin membership of the caller's own principal (its user with the
+// tenant of its key or the issuer of its JWT).
 func (h *Handlers) isAdmin(ctx context.Context, rc tenancy.RequestContext) (bool, error) {
 	switch {
 	case rc.AuthMethod == tenancy.AuthLocal, rc.Role == "admin":
@@ -103,7 +104,7 @@ func (h *Handlers) isAdmin(ctx context.Context, rc tenancy.RequestContext) (bool
 	case rc.UserID == "" || rc.DevOverride:
 		return false, nil
 	}
-	role, err := h.store.Membership(ctx, rc.TenantID, rc.UserID)
+	role, err := h.store.Membership(ctx, rc.TenantID, rc.Principal())
 	return role == "admin", err
 }
 

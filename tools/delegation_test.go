@@ -139,7 +139,7 @@ var traceIDPattern = regexp.MustCompile(`^eatp-mcp-[0-9a-f]{16}$`)
 func TestPrepareAgentCall(t *testing.T) {
 	ts := newTrustServer(t, Deps{})
 	alice := asUser("a", "alice", "")
-	if err := ts.store.SetMember(context.Background(), "a", "root", "admin"); err != nil {
+	if err := ts.store.SetMember(context.Background(), "a", tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "a", UserID: "root"}, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {

@@ -42,6 +42,8 @@ func (h *Handlers) errorResult(ctx context.Context, tool string, err error) (*mc
 		return mcp.NewToolResultError(me.Msg), nil
 	case errors.Is(err, errForbiddenMismatch):
 		return mcp.NewToolResultError(errForbiddenMismatch.Error()), nil
+	case errors.Is(err, errAgentMismatch):
+		return mcp.NewToolResultError(errAgentMismatch.Error()), nil
 	case errors.Is(err, tenancy.ErrForbidden):
 		return mcp.NewToolResultError("forbidden"), nil
 	case isRefusal(err):
@@ -77,4 +79,31 @@ func (h *Handlers) recoverMiddleware(next server.ToolHandlerFunc) server.ToolHan
 		}()
 		return next(ctx, req)
 	}
+}
+
+// The words of a refused Recheck.
+const (
+	msgCredentialRevoked = "unauthenticated: this server's API key was revoked or has expired; nothing was done. Restart the server with a valid key"
+	msgTenantDisabled    = "forbidden: the tenant is disabled; nothing was done"
+)
+
+// recheckCredential runs Deps.Recheck. A refusal comes back as the words
+// that say why (the caller answers with them, nothing done); a storage
+// failure as the internal error.
+func (h *Handlers) recheckCredential(ctx context.Context, kind, name string) (refusal string, err error) {
+	if h.recheck == nil {
+		return "", nil
+	}
+	cerr := h.recheck(ctx)
+	switch {
+	case cerr == nil:
+		return "", nil
+	case errors.Is(cerr, tenancy.ErrUnauthenticated):
+		h.log.WarnContext(ctx, "call refused: credential revoked or expired", kind, name)
+		return msgCredentialRevoked, nil
+	case errors.Is(cerr, tenancy.ErrForbidden):
+		h.log.WarnContext(ctx, "call refused: tenant disabled", kind, name)
+		return msgTenantDisabled, nil
+	}
+	return "", h.internal(ctx, kind, name, cerr)
 }

@@ -34,14 +34,21 @@ func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error
 			return nil, h.internal(ctx, "tool", req.Params.Name, tenancy.ErrNoTenant)
 		}
 		name := req.Params.Name
+		if refusal, err := h.recheckCredential(ctx, "tool", name); refusal != "" {
+			return mcp.NewToolResultError(refusal), nil
+		} else if err != nil {
+			return nil, err
+		}
 		ctx = withToolName(ctx, name)
 		hash := argumentsHash(req.Params.Arguments)
-		if err := h.checkArguments(rc, name, req.Params.Arguments); err != nil {
+		raw, err := h.checkArguments(rc, name, req.Params.Arguments)
+		if err != nil {
 			if isRefusal(err) {
 				h.auditRefusal(ctx, name, hash, err)
 			}
 			return h.errorResult(ctx, name, err)
 		}
+		req.Params.Arguments = raw
 		var args A
 		if err := req.BindArguments(&args); err != nil {
 			return h.errorResult(ctx, name, argErrorf("invalid arguments: %v", err))
@@ -90,27 +97,34 @@ func resolveSchemas(tools []server.ServerTool) map[string]*jsonschema.Resolved {
 }
 
 // checkArguments refuses arguments that name a tenant or env other than the
-// caller's (anywhere, at any depth) with "forbidden: tenant mismatch", then
-// validates them against the tool's input schema. The identity check comes
-// first so that a spoofing attempt is reported as such, not as a schema error.
-func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw any) error {
+// caller's (anywhere, at any depth) with "forbidden: tenant mismatch" and,
+// for an agent-bound credential, an acting agent other than its own with
+// "forbidden: agent mismatch" (filling in omitted ones, see
+// actAsBoundAgent), then validates them against the tool's input schema.
+// The identity checks come first so that a spoofing attempt is reported as
+// such, not as a schema error. It returns the arguments to bind.
+func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw any) (any, error) {
 	if raw == nil {
 		raw = map[string]any{}
 	}
 	if err := checkIdentity(rc, raw, 0); err != nil {
-		return err
+		return nil, err
+	}
+	raw, err := actAsBoundAgent(rc, tool, raw)
+	if err != nil {
+		return nil, err
 	}
 	if hasNUL(raw) {
 		// PostgreSQL text cannot hold U+0000; refusing it on both backends
 		// keeps one behaviour whatever the deployment stores in.
-		return argErrorf("invalid arguments: text must not contain the NUL character (U+0000)")
+		return nil, argErrorf("invalid arguments: text must not contain the NUL character (U+0000)")
 	}
 	if rs := h.schemas[tool]; rs != nil {
 		if err := rs.Validate(raw); err != nil {
-			return argErrorf("invalid arguments: %v", err)
+			return nil, argErrorf("invalid arguments: %v", err)
 		}
 	}
-	return nil
+	return raw, nil
 }
 
 // keySeparators are dropped when comparing argument names: tenant_id, tenantId and tenant-id are one name.

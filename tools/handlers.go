@@ -10,6 +10,7 @@
 package tools
 
 import (
+	"context"
 	"log/slog"
 	"slices"
 	"strings"
@@ -75,6 +76,13 @@ type Deps struct {
 	Embedder QueryEmbedder
 	// EmbedTimeout bounds embedding one query; DefaultEmbedTimeout when 0.
 	EmbedTimeout time.Duration
+	// Recheck, when set, runs before every tool call and resource read and
+	// refuses it when it returns an error: an error wrapping
+	// tenancy.ErrUnauthenticated means the credential was revoked or has
+	// expired, one wrapping tenancy.ErrForbidden that the tenant is
+	// disabled. stdio sets it (its credential is verified once at start-up);
+	// HTTP verifies every request in its middleware and leaves it nil.
+	Recheck func(ctx context.Context) error
 }
 
 // Handlers hold the dependencies of every tool.
@@ -102,12 +110,14 @@ type Handlers struct {
 	// embedder and embedTimeout serve semantic search (nil: none).
 	embedder     QueryEmbedder
 	embedTimeout time.Duration
+	// recheck is Deps.Recheck.
+	recheck func(ctx context.Context) error
 }
 
 // New returns the handlers for deps.
 func New(deps Deps) *Handlers {
 	h := &Handlers{store: deps.Store, log: deps.Logger, now: deps.Now, budget: deps.GraphBudget, subs: newSubscriptions(),
-		agentScope: deps.AgentScope}
+		agentScope: deps.AgentScope, recheck: deps.Recheck}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}

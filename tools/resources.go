@@ -3,6 +3,7 @@ package tools
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
@@ -53,6 +54,11 @@ type graphPageWire struct {
 // read_graph shape: the whole graph when it fits the answer budget, else
 // the page at the URI's cursor (the offset of its first entity).
 func (h *Handlers) readGraphResource(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+	if refusal, err := h.recheckCredential(ctx, "resource", GraphURI); refusal != "" {
+		return nil, errors.New(refusal)
+	} else if err != nil {
+		return nil, err
+	}
 	uri := req.Params.URI
 	offset, err := graphCursor(uri)
 	if err != nil {

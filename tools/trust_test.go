@@ -8,13 +8,14 @@ import (
 	"time"
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
+	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
 var sessionIDRE = regexp.MustCompile(`^nxs-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 func TestTrustSessionTools(t *testing.T) {
 	ts := newTrustServer(t, Deps{})
-	if err := ts.store.SetMember(context.Background(), "a", "root", "admin"); err != nil {
+	if err := ts.store.SetMember(context.Background(), "a", tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "a", UserID: "root"}, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	alice, bobA, root := asUser("a", "alice", ""), asUser("a", "bob", ""), asUser("a", "root", "")

@@ -8,11 +8,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
 // withStore opens the database for one administrative command.
 func withStore(cmd *cobra.Command, g *globalFlags, fn func(*memory.Store) error) error {
-	store, err := openStore(cmd.Context(), g)
+	return withStoreOptions(cmd, g, memory.Options{}, fn)
+}
+
+// withStoreOptions is withStore with store options.
+func withStoreOptions(cmd *cobra.Command, g *globalFlags, opts memory.Options, fn func(*memory.Store) error) error {
+	store, err := openStoreWith(cmd.Context(), g, opts)
 	if err != nil {
 		return err
 	}
@@ -104,13 +110,14 @@ func newTenantsCmd(g *globalFlags) *cobra.Command {
 func newKeysCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Manage API keys"}
 	var nk memory.NewKey
+	var keyAgentScope string
 	create := &cobra.Command{
 		Use: "create", Short: "Create an API key; it is printed once and only its hash is stored", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if nk.TenantID == "" {
 				return fmt.Errorf("--tenant is required")
 			}
-			return withStore(cmd, g, func(s *memory.Store) error {
+			return withStoreOptions(cmd, g, memory.Options{AgentScope: keyAgentScope}, func(s *memory.Store) error {
 				key, k, err := s.CreateAPIKey(cmd.Context(), nk)
 				if err != nil {
 					return err
@@ -123,7 +130,9 @@ func newKeysCmd(g *globalFlags) *cobra.Command {
 	}
 	create.Flags().StringVar(&nk.TenantID, "tenant", "", "tenant (required)")
 	create.Flags().StringVar(&nk.UserID, "user", "", "user the key acts as")
-	create.Flags().StringVar(&nk.AgentID, "agent", "", "agent the key acts as (default agentId of agent tools)")
+	create.Flags().StringVar(&nk.AgentID, "agent", "", "agent the key acts as; claims the id for the tenant (refused when another tenant owns it)")
+	create.Flags().StringVar(&keyAgentScope, "agent-scope", memory.AgentScopeGlobal,
+		"the servers' --agent-scope: global checks the --agent claim across tenants, tenant does not")
 	create.Flags().StringVar(&nk.Env, "env", "", "environment the key is bound to (X-Env must match)")
 	create.Flags().StringVar(&nk.Name, "name", "", "label")
 	create.Flags().DurationVar(&nk.TTL, "expires", 0, "lifetime, e.g. 720h (default: never expires)")
@@ -164,17 +173,53 @@ func newKeysCmd(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
+// memberPrincipal is the principal named by members add/remove: the user
+// with exactly one origin, --from-tenant (an API-key user of that tenant)
+// or --issuer (a JWT user of that issuer); remove also takes --unresolved
+// for a migrated row of unknown origin.
+func memberPrincipal(user, fromTenant, issuer string, unresolved bool) (tenancy.Principal, error) {
+	n := 0
+	for _, set := range []bool{fromTenant != "", issuer != "", unresolved} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return tenancy.Principal{}, fmt.Errorf("say where user %q comes from with exactly one of --from-tenant TENANT (an API-key user of that tenant) or --issuer URL (a JWT user of that issuer)", user)
+	}
+	switch {
+	case fromTenant != "":
+		return tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: fromTenant, UserID: user}, nil
+	case issuer != "":
+		return tenancy.Principal{Kind: tenancy.PrincipalIssuer, Source: issuer, UserID: user}, nil
+	}
+	return tenancy.Principal{Kind: memory.PrincipalUnresolved, UserID: user}, nil
+}
+
+// memberFrom renders a membership's origin for members list.
+func memberFrom(m memory.Member) string {
+	if m.Kind == memory.PrincipalUnresolved {
+		return "unresolved (admits no one; re-add with --from-tenant or --issuer)"
+	}
+	return m.Kind + ":" + m.Source
+}
+
 func newMembersCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "members", Short: "Manage which users may act in a tenant other than their credential's"}
-	var tenant, user, role string
+	var tenant, user, role, fromTenant, issuer string
+	var unresolved bool
 	add := &cobra.Command{
-		Use: "add", Short: "Add a member (or change the role)", Args: cobra.NoArgs,
+		Use: "add", Short: "Add a member (or change the role): a user with its tenant (--from-tenant) or JWT issuer (--issuer)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := memberPrincipal(user, fromTenant, issuer, false)
+			if err != nil {
+				return err
+			}
 			return withStore(cmd, g, func(s *memory.Store) error {
-				if err := s.SetMember(cmd.Context(), tenant, user, role); err != nil {
+				if err := s.SetMember(cmd.Context(), tenant, p, role); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "user %s is %s of tenant %s\n", user, role, tenant)
+				fmt.Fprintf(cmd.OutOrStdout(), "user %s (%s:%s) is %s of tenant %s\n", user, p.Kind, p.Source, role, tenant)
 				return nil
 			})
 		},
@@ -183,18 +228,25 @@ func newMembersCmd(g *globalFlags) *cobra.Command {
 	remove := &cobra.Command{
 		Use: "remove", Short: "Remove a member", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := memberPrincipal(user, fromTenant, issuer, unresolved)
+			if err != nil {
+				return err
+			}
 			return withStore(cmd, g, func(s *memory.Store) error {
-				if err := s.RemoveMember(cmd.Context(), tenant, user); err != nil {
+				if err := s.RemoveMember(cmd.Context(), tenant, p); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "removed user %s from tenant %s\n", user, tenant)
+				fmt.Fprintf(cmd.OutOrStdout(), "removed user %s (%s:%s) from tenant %s\n", user, p.Kind, p.Source, tenant)
 				return nil
 			})
 		},
 	}
+	remove.Flags().BoolVar(&unresolved, "unresolved", false, "remove a migrated membership of unknown origin")
 	for _, c := range []*cobra.Command{add, remove} {
 		c.Flags().StringVar(&tenant, "tenant", "", "tenant (required)")
 		c.Flags().StringVar(&user, "user", "", "user (required)")
+		c.Flags().StringVar(&fromTenant, "from-tenant", "", "the user is an API-key user of this tenant")
+		c.Flags().StringVar(&issuer, "issuer", "", "the user is the sub of JWTs from this issuer (its iss claim)")
 		_ = c.MarkFlagRequired("tenant")
 		_ = c.MarkFlagRequired("user")
 	}
@@ -207,9 +259,9 @@ func newMembersCmd(g *globalFlags) *cobra.Command {
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "USER\tROLE\tSINCE")
+				fmt.Fprintln(tw, "USER\tFROM\tROLE\tSINCE")
 				for _, m := range ms {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", m.UserID, m.Role, m.CreatedAt)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.UserID, memberFrom(m), m.Role, m.CreatedAt)
 				}
 				return tw.Flush()
 			})

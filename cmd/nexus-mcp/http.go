@@ -334,7 +334,7 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 		a.limiter.Replicas = a.heartbeat.live
 	}
 
-	a.mcp = newMCPServer(store, logger, sf, server.WithToolHandlerMiddleware(a.metrics.toolMiddleware))
+	a.mcp = newMCPServer(store, logger, sf, nil, server.WithToolHandlerMiddleware(a.metrics.toolMiddleware))
 	a.srv = &http.Server{
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
@@ -545,20 +545,20 @@ func writeJSON(w http.ResponseWriter, status int, body string) {
 // another key, user, tenant or dev override of the same tenant is another
 // principal.
 type principal struct {
-	tenant, user, keyID, agent, env string
-	method                          tenancy.AuthMethod
-	dev                             bool
+	tenant, user, keyID, agent, env, home, issuer string
+	method                                        tenancy.AuthMethod
+	dev                                           bool
 }
 
 func principalOf(rc tenancy.RequestContext) principal {
 	return principal{tenant: rc.TenantID, user: rc.UserID, keyID: rc.APIKeyID, agent: rc.AgentID,
-		env: rc.Env, method: rc.AuthMethod, dev: rc.DevOverride}
+		env: rc.Env, home: rc.HomeTenant, issuer: rc.Issuer, method: rc.AuthMethod, dev: rc.DevOverride}
 }
 
 // hash is what the store keeps of p: every field, unambiguously encoded,
 // hashed (the store needs equality only).
 func (p principal) hash() string {
-	b, _ := json.Marshal([]any{p.tenant, p.user, p.keyID, p.agent, p.env, string(p.method), p.dev}) // strings and a bool always marshal
+	b, _ := json.Marshal([]any{p.tenant, p.user, p.keyID, p.agent, p.env, p.home, p.issuer, string(p.method), p.dev}) // strings and a bool always marshal
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }

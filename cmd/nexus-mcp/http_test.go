@@ -617,13 +617,13 @@ func TestHTTPTenantIsolation(t *testing.T) {
 	if r := rawDo(t, http.MethodPost, e.url, switchTo, strings.NewReader(rawInitialize)); r.status != http.StatusForbidden {
 		t.Errorf("B with X-Tenant-Id A = %d %q, want 403", r.status, r.body)
 	}
-	if err := e.store.SetMember(context.Background(), "tenant-a", "bob", "member"); err != nil {
+	if err := e.store.SetMember(context.Background(), "tenant-a", tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "tenant-b", UserID: "bob"}, "member"); err != nil {
 		t.Fatal(err)
 	}
 	if r := rawDo(t, http.MethodPost, e.url, switchTo, strings.NewReader(rawInitialize)); r.status != http.StatusOK {
 		t.Errorf("member B with X-Tenant-Id A = %d %q, want 200 (control)", r.status, r.body)
 	}
-	if err := e.store.RemoveMember(context.Background(), "tenant-a", "bob"); err != nil {
+	if err := e.store.RemoveMember(context.Background(), "tenant-a", tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "tenant-b", UserID: "bob"}); err != nil {
 		t.Fatal(err)
 	}
 

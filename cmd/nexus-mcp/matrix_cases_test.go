@@ -266,3 +266,49 @@ var mxTable = map[string]mxEntry{
 		{op: "filter-agent", oracle: true, args: func(a mxIDs, _ *mxFixture) map[string]any { return mxArgs("agent", a.Solo) }},
 	}},
 }
+
+// mxSelfAgent lists, per tool, every argument naming the agent acting now
+// ("me"). With an agent-bound credential each must equal the bound agent or
+// be omitted (then it defaults to it); base is a valid call without it.
+// TestMatrixAgentBoundKeyActsAsItsAgent probes every entry.
+var mxSelfAgent = map[string][]struct {
+	arg  string
+	base func() map[string]any
+}{
+	"send_ai_message":    {{"from", func() map[string]any { return mxArgs("to", "coder", "content", "hello") }}},
+	"get_ai_messages":    {{"agentId", mxNoArgs}},
+	"mark_messages_read": {{"agentId", mxNoArgs}},
+	"register_agent":     {{"agentId", func() map[string]any { return mxArgs("name", "N", "capabilities", []any{"c"}) }}},
+	"set_agent_identity": {
+		{"newAgentId", func() map[string]any { return mxArgs("newName", "N") }},
+		{"currentAgentId", func() map[string]any { return mxArgs("newAgentId", "planner") }},
+	},
+	"record_learning":       {{"agentId", func() map[string]any { return mxArgs("context", "c", "lesson", "l") }}},
+	"set_preferences":       {{"agentId", func() map[string]any { return mxArgs("preferences", mxArgs("k", "v")) }}},
+	"get_individual_memory": {{"agentId", mxNoArgs}},
+	"end_session":           {{"agentId", func() map[string]any { return mxArgs("projectId", "p-self", "summary", "s") }}},
+	"begin_session":         {{"agentId", func() map[string]any { return mxArgs("projectId", "p-self") }}},
+	"get_agent_context":     {{"agentId", func() map[string]any { return mxArgs("projectId", "p-self") }}},
+	"prepare_agent_call": {{"calling_agent", func() map[string]any {
+		return mxArgs("target_agent", "coder", "tool_name", "read_graph")
+	}}},
+	"call_agent_tool": {{"calling_agent", func() map[string]any {
+		return mxArgs("target_agent", "coder", "tool_name", "read_graph", "arguments", mxArgs())
+	}}},
+	"create_trust_session": {{"agent_id", func() map[string]any { return mxArgs("human_origin", mxArgs("display_name", "d")) }}},
+}
+
+// mxOtherAgent lists the arguments that name an agent other than the
+// caller (a recipient, a target, a lookup, a filter), with the reason they
+// are not the acting agent. Every agent-naming argument of every tool is
+// in mxSelfAgent or here.
+var mxOtherAgent = map[string]map[string]string{
+	"send_ai_message":        {"to": "recipient", "agentId": "recipient (alias of to)"},
+	"get_agent_status":       {"agentId": "registry lookup"},
+	"prepare_agent_call":     {"target_agent": "the agent called"},
+	"call_agent_tool":        {"target_agent": "the agent called"},
+	"get_delegation_history": {"calling_agent": "filter", "target_agent": "filter"},
+	"get_audit_log":          {"agent": "filter"},
+}
+
+func mxNoArgs() map[string]any { return mxArgs() }

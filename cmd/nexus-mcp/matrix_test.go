@@ -312,7 +312,7 @@ func mxProvision(t *testing.T, store *memory.Store) (keys map[string]string, key
 		}
 	}
 	for tenant, user := range map[string]string{mxTenantA: "a1", mxTenantB: "b1"} {
-		if err := store.SetMember(ctx, tenant, user, "admin"); err != nil {
+		if err := store.SetMember(ctx, tenant, tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: tenant, UserID: user}, "admin"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -960,7 +960,7 @@ func mxSharedUser(t *testing.T, fx *mxFixture, m *mxMetrics) {
 		}
 		keys[tenant] = key
 	}
-	if err := fx.env.store.SetMember(ctx, mxTenantA, "ux", "admin"); err != nil {
+	if err := fx.env.store.SetMember(ctx, mxTenantA, tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: mxTenantA, UserID: "ux"}, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	ca, _ := mcpGoClient(t, fx.env.url, bearer(keys[mxTenantA]), false)

@@ -94,9 +94,11 @@ func openStoreWith(ctx context.Context, g *globalFlags, opts memory.Options) (*m
 
 // stdioIdentity decides the identity of every request of a stdio server,
 // once, at start-up: the key in NEXUS_API_KEY, or local single-user mode.
+// Revocation, expiry and the kill switch are checked again on every call
+// (stdioRecheck).
 func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger) (tenancy.RequestContext, error) {
-	key, ok := os.LookupEnv("NEXUS_API_KEY")
-	if !ok || key == "" {
+	key := os.Getenv("NEXUS_API_KEY")
+	if key == "" {
 		if err := store.EnsureTenant(ctx, tenancy.DefaultTenant); err != nil {
 			return tenancy.RequestContext{}, err
 		}
@@ -122,13 +124,25 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 	return rc, nil
 }
 
+// stdioRecheck verifies the stdio server's credential again before each
+// tool call and resource read, so that keys revoke, key expiry and tenants
+// disable reach a running server on its next call. It reads the database
+// every time (one indexed lookup, about 20 µs on SQLite); no cache.
+func stdioRecheck(store *memory.Store, rc tenancy.RequestContext) func(context.Context) error {
+	key := os.Getenv("NEXUS_API_KEY")
+	return func(ctx context.Context) error {
+		return tenancy.Recheck(ctx, store, store, key, rc, time.Now())
+	}
+}
+
 // newMCPServer builds the MCP server with every tool and resource; extra
-// options (metrics, test recorders) come after the handlers' own.
-func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, extra ...server.ServerOption) *server.MCPServer {
+// options (metrics, test recorders) come after the handlers' own. recheck
+// is tools.Deps.Recheck (nil over HTTP, which verifies every request).
+func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, recheck func(context.Context) error, extra ...server.ServerOption) *server.MCPServer {
 	toolsets, _ := tools.ParseToolsets(sf.toolsets) // checked at start-up
 	h := tools.New(tools.Deps{Store: store, Logger: logger, GraphBudget: sf.graphBudget, AgentScope: store.AgentScope(),
 		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, Toolsets: toolsets, ReadOnly: sf.readOnly,
-		Embedder: sf.embed.queryEmbedder()})
+		Embedder: sf.embed.queryEmbedder(), Recheck: recheck})
 	opts := append(h.ServerOptions(), sf.mcpOptions...)
 	s := server.NewMCPServer("nexus-mcp", buildVersion(), append(opts, extra...)...)
 	h.Register(s)
@@ -160,7 +174,7 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Location(),
 		"tenant", rc.TenantID, "user", rc.UserID, "transport", "stdio")
 
-	s := newMCPServer(store, logger, sf)
+	s := newMCPServer(store, logger, sf, stdioRecheck(store, rc))
 	stdio := server.NewStdioServer(s)
 	server.WithWorkerPoolSize(16)(stdio)
 	stdio.SetErrorLogger(log.New(stderr, "mcp-go: ", log.LstdFlags))
