@@ -48,6 +48,12 @@ type RequestContext struct {
 	Env        string // the credential's environment, if bound to one
 	Timezone   string // informational only (X-User-Timezone); never used for access
 	Role       string // membership role in TenantID ("member", "admin"), or "" for the credential's own tenant
+	// Scopes are what the credential may do (see Scope); the zero value
+	// allows nothing. Tools check it on every call.
+	Scopes ScopeSet
+	// Issuer is the authorization server of an OAuth access token ("" for
+	// every other credential); UserID already names it (OAuthUserID).
+	Issuer string
 	// DevOverride is true when UserID came from the X-User-Id dev header.
 	DevOverride bool
 	// Trust is the EATP trust context of the request (a

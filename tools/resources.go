@@ -53,6 +53,9 @@ type graphPageWire struct {
 // read_graph shape: the whole graph when it fits the answer budget, else
 // the page at the URI's cursor (the offset of its first entity).
 func (h *Handlers) readGraphResource(ctx context.Context, req mcp.ReadResourceRequest) ([]mcp.ResourceContents, error) {
+	if rc, _ := tenancy.FromContext(ctx); !rc.Scopes.Has(ResourceScope) {
+		return nil, &ScopeError{Need: ResourceScope}
+	}
 	uri := req.Params.URI
 	offset, err := graphCursor(uri)
 	if err != nil {
