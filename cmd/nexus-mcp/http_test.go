@@ -797,7 +797,7 @@ func TestHTTPCancelWithoutSession(t *testing.T) {
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
 			req.Header.Set("Mcp-Method", "notifications/cancelled")
-			req = req.WithContext(tenancy.NewContext(req.Context(), tenancy.RequestContext{TenantID: "cancel-b", AuthMethod: tenancy.AuthAPIKey}))
+			req = req.WithContext(tenancy.NewContext(req.Context(), tenancy.RequestContext{TenantID: "cancel-b", AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes}))
 			e.app.streams.ServeHTTP(httptest.NewRecorder(), req)
 		}
 	})
@@ -1411,7 +1411,7 @@ func benchWrites(b *testing.B, clients, flooders int) {
 	pct := func(p float64) float64 {
 		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
 	}
-	ctx := tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: "bench"})
+	ctx := tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: "bench", Scopes: tenancy.AllScopes})
 	g, err := e.store.ReadGraph(ctx, memory.Page{})
 	if err != nil {
 		b.Fatal(err)
