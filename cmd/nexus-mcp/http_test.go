@@ -71,6 +71,9 @@ type httpTestOpts struct {
 	// sqlite keeps the database a SQLite file even when the suite runs on
 	// PostgreSQL, for tests that read the database file itself.
 	sqlite bool
+	// oauthIssuers turns on OAuth mode with these issuers; the resource
+	// URL is the server's own /mcp URL.
+	oauthIssuers []string
 }
 
 // httpEnv is a running HTTP transport on 127.0.0.1:0 with the full
@@ -103,6 +106,13 @@ func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	if err := fs.Parse([]string{"--http=127.0.0.1:0", "--jwt-secret=" + testJWTSecret, "--jwt-issuer=test-issuer", "--jwt-audience=nexus"}); err != nil {
 		tb.Fatal(err)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(o.oauthIssuers) > 0 {
+		sf.http.oauth = oauthFlags{issuers: o.oauthIssuers, resourceURL: "http://" + ln.Addr().String() + "/mcp"}
+	}
 	if o.flags != nil {
 		o.flags(&sf.http)
 	}
@@ -122,10 +132,6 @@ func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	}
 	if o.setup != nil {
 		o.setup(app)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
