@@ -18,6 +18,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -271,4 +272,37 @@ func callRequest(name string, args any) mcp.CallToolRequest {
 	req.Params.Name = name
 	req.Params.Arguments = args
 	return req
+}
+
+// TestKeysCreateScopes: `keys create --scopes` stores fewer scopes, the
+// key authenticates with exactly them, a key without --scopes has every
+// scope, and an unknown scope is refused naming the valid ones.
+func TestKeysCreateScopes(t *testing.T) {
+	db := memtest.DSN(t)
+	mustCLI(t, "--db", db, "tenants", "create", "acme")
+	limited := strings.TrimSpace(mustCLI(t, "--db", db, "keys", "create", "--tenant", "acme", "--scopes", "read,nexus:delegate"))
+	full := strings.TrimSpace(mustCLI(t, "--db", db, "keys", "create", "--tenant", "acme"))
+	_, errs, code := runCLI(t, "", "--db", db, "keys", "create", "--tenant", "acme", "--scopes", "read,root")
+	if code == 0 || !strings.Contains(errs, `unknown scope "nexus:root"`) || !strings.Contains(errs, "nexus:admin") {
+		t.Errorf("--scopes read,root = exit %d %q, want a refusal naming the valid scopes", code, errs)
+	}
+	store, err := memory.Open(context.Background(), db, memory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for key, want := range map[string]tenancy.ScopeSet{
+		limited: tenancy.ScopeSet(tenancy.ScopeRead | tenancy.ScopeDelegate),
+		full:    tenancy.AllScopes,
+	} {
+		rc, _, err := tenancy.VerifyAPIKey(context.Background(), store, key, time.Now())
+		if err != nil || rc.Scopes != want {
+			t.Errorf("VerifyAPIKey scopes = %v (err %v), want %v", rc.Scopes, err, want)
+		}
+	}
+	list := mustCLI(t, "--db", db, "keys", "list", "--tenant", "acme")
+	if !strings.Contains(list, "SCOPES") || !strings.Contains(list, "nexus:read,nexus:delegate") ||
+		!strings.Contains(list, "nexus:read,nexus:write,nexus:delegate,nexus:admin") {
+		t.Errorf("keys list =\n%s\nwant a SCOPES column with both keys' scopes", list)
+	}
 }
