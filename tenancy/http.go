@@ -115,13 +115,15 @@ func WriteOAuthUnauthorized(w http.ResponseWriter, metadataURL string, invalidTo
 	writeFixed(w, http.StatusUnauthorized, bodyUnauthorizedOAuth)
 }
 
-// WriteInsufficientScope writes 403 for a credential that lacks need
-// (RFC 6750 section 3.1): WWW-Authenticate carries
-// error="insufficient_scope", the scope to request, and the resource
-// metadata URL when there is one. The body names the scope, so that a
-// person reading a client's error knows what to ask for.
-func WriteInsufficientScope(w http.ResponseWriter, metadataURL string, need Scope) {
-	v := fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q`, need.String())
+// WriteInsufficientScope writes 403 for a credential holding have that
+// lacks need (RFC 6750 section 3.1): WWW-Authenticate carries
+// error="insufficient_scope", the scope to request — have plus need, so a
+// client that re-authorizes with exactly it (step-up) keeps what it could
+// already do — and the resource metadata URL when there is one. The body
+// names the missing scope, so that a person reading a client's error
+// knows what to ask for.
+func WriteInsufficientScope(w http.ResponseWriter, metadataURL string, have ScopeSet, need Scope) {
+	v := fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q`, (have | ScopeSet(need)).String())
 	if metadataURL != "" {
 		v += fmt.Sprintf(`, resource_metadata=%q`, metadataURL)
 	}

@@ -338,8 +338,8 @@ func TestParseScopes(t *testing.T) {
 
 func TestWriteInsufficientScope(t *testing.T) {
 	w := httptest.NewRecorder()
-	WriteInsufficientScope(w, "https://nexus.example/.well-known/oauth-protected-resource/mcp", ScopeWrite)
-	wantAuth := `Bearer error="insufficient_scope", scope="nexus:write", resource_metadata="https://nexus.example/.well-known/oauth-protected-resource/mcp"`
+	WriteInsufficientScope(w, "https://nexus.example/.well-known/oauth-protected-resource/mcp", ScopeSet(ScopeRead|ScopeAdmin), ScopeWrite)
+	wantAuth := `Bearer error="insufficient_scope", scope="nexus:read nexus:write nexus:admin", resource_metadata="https://nexus.example/.well-known/oauth-protected-resource/mcp"`
 	if w.Code != http.StatusForbidden || w.Header().Get("WWW-Authenticate") != wantAuth {
 		t.Errorf("got %d %q, want 403 %q", w.Code, w.Header().Get("WWW-Authenticate"), wantAuth)
 	}

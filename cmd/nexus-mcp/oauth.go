@@ -138,7 +138,7 @@ func (a *httpApp) scopeCheck(next http.Handler) http.Handler {
 			if a.auth.OAuth != nil {
 				metaURL = a.auth.OAuth.MetadataURL()
 			}
-			tenancy.WriteInsufficientScope(w, metaURL, need)
+			tenancy.WriteInsufficientScope(w, metaURL, rc.Scopes, need)
 			return
 		}
 		next.ServeHTTP(w, r)

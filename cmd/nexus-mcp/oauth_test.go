@@ -138,7 +138,7 @@ func TestHTTPKeyScopes(t *testing.T) {
 		})
 	}
 	r := rawDo(t, http.MethodPost, e.url, bearer(readKey), strings.NewReader(rawCall("create_entities", entityArgs("Z"))))
-	if want := `Bearer error="insufficient_scope", scope="nexus:write"`; r.status != http.StatusForbidden || r.header.Get("WWW-Authenticate") != want {
+	if want := `Bearer error="insufficient_scope", scope="nexus:read nexus:write"`; r.status != http.StatusForbidden || r.header.Get("WWW-Authenticate") != want {
 		t.Errorf("raw create_entities with a read key = %d %q, want 403 %q", r.status, r.header.Get("WWW-Authenticate"), want)
 	}
 	// A batch hiding a write behind a read is refused too.
@@ -229,7 +229,7 @@ func TestHTTPOAuth(t *testing.T) {
 		})
 	}
 	r := rawDo(t, http.MethodPost, e.url, bearer(readTok), strings.NewReader(rawCall("create_entities", entityArgs("C"))))
-	wantScope := `Bearer error="insufficient_scope", scope="nexus:write", resource_metadata="` + metaURL + `"`
+	wantScope := `Bearer error="insufficient_scope", scope="nexus:read nexus:write", resource_metadata="` + metaURL + `"`
 	if r.status != http.StatusForbidden || r.header.Get("WWW-Authenticate") != wantScope {
 		t.Errorf("write with a read token = %d %q, want 403 %q", r.status, r.header.Get("WWW-Authenticate"), wantScope)
 	}
