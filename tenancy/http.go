@@ -37,11 +37,11 @@ const (
 	// bodyUnauthorizedOAuth is the 401 body of a server that also accepts
 	// OAuth access tokens (Authenticator.OAuth).
 	bodyUnauthorizedOAuth = `{"error":"unauthorized","error_description":"missing or invalid access token or API key (authorization servers: see the resource_metadata URL in WWW-Authenticate)"}` + "\n"
-	bodyForbidden    = `{"error":"forbidden"}` + "\n"
-	bodyUnavailable  = `{"error":"service unavailable"}` + "\n"
-	bodyTooLarge     = `{"error":"request body too large"}` + "\n"
-	bodyRateLimited  = `{"error":"rate limited"}` + "\n"
-	bodyInternal     = `{"error":"internal error"}` + "\n"
+	bodyForbidden         = `{"error":"forbidden"}` + "\n"
+	bodyUnavailable       = `{"error":"service unavailable"}` + "\n"
+	bodyTooLarge          = `{"error":"request body too large"}` + "\n"
+	bodyRateLimited       = `{"error":"rate limited"}` + "\n"
+	bodyInternal          = `{"error":"internal error"}` + "\n"
 )
 
 // Reasons passed to Authenticator.OnDenied and logged.

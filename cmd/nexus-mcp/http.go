@@ -397,7 +397,7 @@ func (a *httpApp) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", a.metrics.handler())
-	mux.HandleFunc("/", notFound)
+	mux.HandleFunc("/", a.notFound)
 
 	var root http.Handler = a.wellKnown(tenancy.OriginCheck(a.flags.allowedOrigins, a.hostCheck, mux))
 	if a.hostCheck {

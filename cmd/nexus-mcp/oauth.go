@@ -86,19 +86,29 @@ func (a *httpApp) wellKnown(next http.Handler) http.Handler {
 		}
 		return mux
 	}
-	noOAuth := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusNotFound, `{"error":"not_found","error_description":"this server does not use OAuth: it authenticates with API keys. Send Authorization: Bearer nxk_… (ask the server's operator for a key)"}`)
-	})
-	mux.Handle(tenancy.WellKnownProtectedResource, noOAuth)
-	mux.Handle(tenancy.WellKnownProtectedResource+"/", noOAuth)
+	// Outside the Origin check like the metadata, so browser clients read it.
+	mux.HandleFunc(tenancy.WellKnownProtectedResource, a.notFound)
+	mux.HandleFunc(tenancy.WellKnownProtectedResource+"/", a.notFound)
 	return mux
 }
 
+// The JSON 404 bodies. Without OAuth, clients that got a 401 probe the
+// OAuth paths (metadata, then /register for dynamic client registration)
+// and print what they find there, so every unknown path says what to do
+// about the key.
+const (
+	bodyNoOAuth  = `{"error":"not_found","error_description":"this MCP server does not use OAuth: it authenticates with API keys, and the request had a missing or invalid one. Send Authorization: Bearer nxk_… (ask the server's operator for a key)"}`
+	bodyNotFound = `{"error":"not_found","error_description":"no such path on this MCP server; the MCP endpoint is /mcp and its authorization servers are listed at /.well-known/oauth-protected-resource"}`
+)
+
 // notFound answers every path the server does not serve with JSON, so
-// that a client (probing /.well-known/oauth-authorization-server or
-// /register, say) shows words rather than a text/plain page.
-func notFound(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusNotFound, `{"error":"not_found","error_description":"no such path on this MCP server; the MCP endpoint is /mcp"}`)
+// that a client shows words rather than a text/plain page.
+func (a *httpApp) notFound(w http.ResponseWriter, _ *http.Request) {
+	if a.auth.OAuth == nil {
+		writeJSON(w, http.StatusNotFound, bodyNoOAuth)
+		return
+	}
+	writeJSON(w, http.StatusNotFound, bodyNotFound)
 }
 
 // scopeCheck refuses, with 403 insufficient_scope (RFC 6750), a POST

@@ -91,8 +91,10 @@ func TestHTTPWithoutOAuth(t *testing.T) {
 	}
 	for _, p := range []string{"/.well-known/oauth-authorization-server", "/register", "/nope"} {
 		r := rawDo(t, http.MethodPost, e.base+p, nil, strings.NewReader("{}"))
-		if r.status != http.StatusNotFound || !json.Valid([]byte(r.body)) {
-			t.Errorf("POST %s = %d %q, want a JSON 404", p, r.status, r.body)
+		var body map[string]string
+		if r.status != http.StatusNotFound || json.Unmarshal([]byte(r.body), &body) != nil ||
+			!strings.Contains(body["error_description"], "missing or invalid one. Send Authorization: Bearer nxk_") {
+			t.Errorf("POST %s = %d %q, want a JSON 404 naming the API key", p, r.status, r.body)
 		}
 	}
 	r := rawDo(t, http.MethodPost, e.url, nil, strings.NewReader(rawInitialize))
@@ -191,6 +193,11 @@ func TestHTTPOAuth(t *testing.T) {
 			!slices.Equal(md.BearerMethodsSupported, []string{"header"}) || md.ResourceName == "" {
 			t.Errorf("GET %s = %d %s, want RFC 9728 metadata for %s", p, r.status, r.body, resource)
 		}
+	}
+
+	if r := rawDo(t, http.MethodPost, e.base+"/register", nil, strings.NewReader("{}")); r.status != http.StatusNotFound ||
+		!json.Valid([]byte(r.body)) || !strings.Contains(r.body, "/.well-known/oauth-protected-resource") {
+		t.Errorf("POST /register = %d %q, want a JSON 404 pointing at the metadata", r.status, r.body)
 	}
 
 	wantChallenge := `Bearer resource_metadata="` + metaURL + `", scope="nexus:read nexus:write nexus:delegate nexus:admin"`
