@@ -40,6 +40,8 @@ type APIKey struct {
 	CreatedAt string
 	ExpiresAt string // "" never
 	RevokedAt string // "" not revoked
+	// Scopes are the key's scopes (tenancy.AllScopes unless created with fewer).
+	Scopes tenancy.ScopeSet
 }
 
 // NewKey describes a key to create.
@@ -50,6 +52,27 @@ type NewKey struct {
 	Env      string
 	Name     string
 	TTL      time.Duration // 0: never expires
+	// Scopes limits the key; 0 or tenancy.AllScopes: every scope.
+	Scopes tenancy.ScopeSet
+}
+
+// storedScopes is the scopes column of set: "" for every scope (so that a
+// scope added later is granted to such keys too), else the names.
+func storedScopes(set tenancy.ScopeSet) string {
+	if set == 0 || set == tenancy.AllScopes {
+		return ""
+	}
+	return set.String()
+}
+
+// loadScopes reads the scopes column. A name this binary does not know is
+// not granted.
+func loadScopes(col string) tenancy.ScopeSet {
+	if col == "" {
+		return tenancy.AllScopes
+	}
+	set, _ := tenancy.ParseScopes(col)
+	return set
 }
 
 var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -181,7 +204,8 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, er
 			return "", APIKey{}, err
 		}
 	}
-	k := APIKey{ID: NewID("key_"), TenantID: nk.TenantID, UserID: nk.UserID, AgentID: nk.AgentID, Env: nk.Env, Name: nk.Name}
+	k := APIKey{ID: NewID("key_"), TenantID: nk.TenantID, UserID: nk.UserID, AgentID: nk.AgentID, Env: nk.Env, Name: nk.Name,
+		Scopes: loadScopes(storedScopes(nk.Scopes))}
 	err = s.write(ctx, func(t *txn) error {
 		var exists int
 		if err := t.queryRow(`SELECT count(*) FROM tenants WHERE id = ?`, nk.TenantID).Scan(&exists); err != nil {
@@ -207,9 +231,9 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, er
 			k.ExpiresAt = Stamp(s.now().Add(nk.TTL))
 			expires = k.ExpiresAt
 		}
-		_, err := t.exec(`INSERT INTO api_keys (id, tenant_id, user_id, agent_id, env, name, key_hash, created_at, updated_at, expires_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			k.ID, k.TenantID, k.UserID, k.AgentID, k.Env, k.Name, tenancy.HashAPIKey(key), t.now, t.now, expires)
+		_, err := t.exec(`INSERT INTO api_keys (id, tenant_id, user_id, agent_id, env, name, key_hash, created_at, updated_at, expires_at, scopes)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			k.ID, k.TenantID, k.UserID, k.AgentID, k.Env, k.Name, tenancy.HashAPIKey(key), t.now, t.now, expires, storedScopes(nk.Scopes))
 		return err
 	})
 	if err != nil {
@@ -223,16 +247,20 @@ func (s *Store) APIKeys(ctx context.Context, tenantID string) ([]APIKey, error) 
 	var out []APIKey
 	err := s.read(ctx, func(t *txn) error {
 		rows, err := t.query(`SELECT id, tenant_id, user_id, agent_id, env, name, created_at,
-			coalesce(expires_at, ''), coalesce(revoked_at, '') FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, tenantID)
+			coalesce(expires_at, ''), coalesce(revoked_at, ''), scopes FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, tenantID)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var k APIKey
-			if err := rows.Scan(&k.ID, &k.TenantID, &k.UserID, &k.AgentID, &k.Env, &k.Name, &k.CreatedAt, &k.ExpiresAt, &k.RevokedAt); err != nil {
+			var (
+				k      APIKey
+				scopes string
+			)
+			if err := rows.Scan(&k.ID, &k.TenantID, &k.UserID, &k.AgentID, &k.Env, &k.Name, &k.CreatedAt, &k.ExpiresAt, &k.RevokedAt, &scopes); err != nil {
 				return err
 			}
+			k.Scopes = loadScopes(scopes)
 			out = append(out, k)
 		}
 		return rows.Err()
@@ -260,12 +288,13 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (tenancy.StoredKe
 	var (
 		k                tenancy.StoredKey
 		expires, revoked sql.NullString
+		scopes           string
 	)
 	err := s.read(ctx, func(t *txn) error {
-		return t.queryRow(`SELECT k.id, k.tenant_id, k.user_id, k.agent_id, k.env, k.key_hash, k.expires_at, k.revoked_at,
+		return t.queryRow(`SELECT k.id, k.tenant_id, k.user_id, k.agent_id, k.env, k.key_hash, k.expires_at, k.revoked_at, k.scopes,
 				tn.disabled, tn.rate_rps, tn.rate_burst
 			FROM api_keys k JOIN tenants tn ON tn.id = k.tenant_id WHERE k.key_hash = ?`, hash).
-			Scan(&k.ID, &k.TenantID, &k.UserID, &k.AgentID, &k.Env, &k.Hash, &expires, &revoked,
+			Scan(&k.ID, &k.TenantID, &k.UserID, &k.AgentID, &k.Env, &k.Hash, &expires, &revoked, &scopes,
 				&k.Tenant.Disabled, &k.Tenant.RPS, &k.Tenant.Burst)
 	})
 	if err == sql.ErrNoRows {
@@ -275,6 +304,7 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash []byte) (tenancy.StoredKe
 		return tenancy.StoredKey{}, err
 	}
 	k.Tenant.Exists = true // the join found it
+	k.Scopes = loadScopes(scopes)
 	if k.ExpiresAt, err = parseStoredTime(expires); err != nil {
 		return tenancy.StoredKey{}, err
 	}

@@ -49,6 +49,9 @@ type StoredKey struct {
 	Hash      []byte
 	ExpiresAt time.Time // zero: never
 	RevokedAt time.Time // zero: not revoked
+	// Scopes are what the key may do (`keys create --scopes`; AllScopes
+	// unless created with fewer).
+	Scopes ScopeSet
 	// Tenant is the status of the key's tenant, read with the key, so
 	// that a request on the key's own tenant needs no second read.
 	Tenant TenantStatus
@@ -90,6 +93,7 @@ func VerifyAPIKey(ctx context.Context, keys KeyLookup, key string, now time.Time
 		AgentID:    sk.AgentID,
 		Env:        sk.Env,
 		AuthMethod: AuthAPIKey,
+		Scopes:     sk.Scopes,
 	}, sk.Tenant, nil
 }
 

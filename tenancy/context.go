@@ -48,12 +48,18 @@ type RequestContext struct {
 	Env        string // the credential's environment, if bound to one
 	Timezone   string // informational only (X-User-Timezone); never used for access
 	Role       string // membership role in TenantID ("member", "admin"), or "" for the credential's own tenant
+	// Scopes are what the credential may do (see Scope); the zero value
+	// allows nothing. Tools check it on every call.
+	Scopes ScopeSet
 	// DevOverride is true when UserID came from the X-User-Id dev header.
 	DevOverride bool
 	// HomeTenant is the credential's own tenant when X-Tenant-Id switched
 	// TenantID to another; "" means TenantID is the credential's tenant.
 	HomeTenant string
-	// Issuer is the "iss" claim of a JWT credential ("" for other kinds).
+	// Issuer is the "iss" claim of a JWT credential, the authorization
+	// server of an OAuth access token (whose UserID also names it, see
+	// OAuthUserID), and "" for other kinds. A JWT membership names
+	// (Issuer, UserID).
 	Issuer string
 	// Trust is the EATP trust context of the request (a
 	// delegation.TrustContext), when one was presented; set it with

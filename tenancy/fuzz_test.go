@@ -98,9 +98,9 @@ func referenceIdentity(header string) (RequestContext, bool) {
 	}
 	switch tok {
 	case fuzzKey:
-		return RequestContext{TenantID: "acme", UserID: "u1", APIKeyID: "k1", AuthMethod: AuthAPIKey}, true
+		return RequestContext{TenantID: "acme", UserID: "u1", APIKeyID: "k1", AuthMethod: AuthAPIKey, Scopes: AllScopes}, true
 	case testLegacyKey:
-		return RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey}, true
+		return RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey, Scopes: AllScopes}, true
 	}
 	claims := jwt.MapClaims{}
 	parsed, err := jwt.ParseWithClaims(tok, claims,
@@ -124,5 +124,5 @@ func referenceIdentity(header string) (RequestContext, bool) {
 	if sub == "" || tenant == "" {
 		return RequestContext{}, false
 	}
-	return RequestContext{TenantID: tenant, UserID: sub, AuthMethod: AuthJWT, Issuer: testIssuer}, true
+	return RequestContext{TenantID: tenant, UserID: sub, AuthMethod: AuthJWT, Issuer: testIssuer, Scopes: AllScopes}, true
 }

@@ -178,6 +178,9 @@ func (f *fakeKeys) APIKeyByHash(_ context.Context, hash []byte) (StoredKey, erro
 		return StoredKey{}, fmt.Errorf("api key: %w", ErrUnauthenticated)
 	}
 	sk.Tenant = TenantStatus{Exists: true}
+	if sk.Scopes == 0 {
+		sk.Scopes = AllScopes // as memory reads a key created without --scopes
+	}
 	if f.tenants != nil {
 		f.tenants.mu.Lock()
 		sk.Tenant = f.tenants.m[sk.TenantID]

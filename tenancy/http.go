@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,12 +33,15 @@ const MinLegacyKeyLen = 32
 // The fixed response bodies. They never vary with the cause, so a client
 // learns nothing about which check failed.
 const (
-	bodyUnauthorized = `{"error":"unauthorized"}` + "\n"
-	bodyForbidden    = `{"error":"forbidden"}` + "\n"
-	bodyUnavailable  = `{"error":"service unavailable"}` + "\n"
-	bodyTooLarge     = `{"error":"request body too large"}` + "\n"
-	bodyRateLimited  = `{"error":"rate limited"}` + "\n"
-	bodyInternal     = `{"error":"internal error"}` + "\n"
+	bodyUnauthorized = `{"error":"unauthorized","error_description":"missing or invalid API key (send Authorization: Bearer nxk_…)"}` + "\n"
+	// bodyUnauthorizedOAuth is the 401 body of a server that also accepts
+	// OAuth access tokens (Authenticator.OAuth).
+	bodyUnauthorizedOAuth = `{"error":"unauthorized","error_description":"missing or invalid access token or API key (authorization servers: see the resource_metadata URL in WWW-Authenticate)"}` + "\n"
+	bodyForbidden         = `{"error":"forbidden"}` + "\n"
+	bodyUnavailable       = `{"error":"service unavailable"}` + "\n"
+	bodyTooLarge          = `{"error":"request body too large"}` + "\n"
+	bodyRateLimited       = `{"error":"rate limited"}` + "\n"
+	bodyInternal          = `{"error":"internal error"}` + "\n"
 )
 
 // Reasons passed to Authenticator.OnDenied and logged.
@@ -98,6 +102,40 @@ func WriteUnauthorized(w http.ResponseWriter, invalidToken bool) {
 	writeFixed(w, http.StatusUnauthorized, bodyUnauthorized)
 }
 
+// WriteOAuthUnauthorized writes the 401 of an OAuth resource server (RFC
+// 6750, RFC 9728 section 5.1): WWW-Authenticate names the resource
+// metadata URL and the scopes a client should request, plus
+// error="invalid_token" when a credential was presented but failed.
+func WriteOAuthUnauthorized(w http.ResponseWriter, metadataURL string, invalidToken bool) {
+	v := fmt.Sprintf(`Bearer resource_metadata=%q, scope=%q`, metadataURL, AllScopes.String())
+	if invalidToken {
+		v = `Bearer error="invalid_token", ` + strings.TrimPrefix(v, "Bearer ")
+	}
+	w.Header().Set("WWW-Authenticate", v)
+	writeFixed(w, http.StatusUnauthorized, bodyUnauthorizedOAuth)
+}
+
+// WriteInsufficientScope writes 403 for a credential holding have that
+// lacks need (RFC 6750 section 3.1): WWW-Authenticate carries
+// error="insufficient_scope", the scope to request — have plus need, so a
+// client that re-authorizes with exactly it (step-up) keeps what it could
+// already do — and the resource metadata URL when there is one. The body
+// names the missing scope, so that a person reading a client's error
+// knows what to ask for.
+func WriteInsufficientScope(w http.ResponseWriter, metadataURL string, have ScopeSet, need Scope) {
+	v := fmt.Sprintf(`Bearer error="insufficient_scope", scope=%q`, (have | ScopeSet(need)).String())
+	if metadataURL != "" {
+		v += fmt.Sprintf(`, resource_metadata=%q`, metadataURL)
+	}
+	w.Header().Set("WWW-Authenticate", v)
+	body, _ := json.Marshal(map[string]string{ // strings always marshal
+		"error":             "insufficient_scope",
+		"error_description": "this credential lacks the scope " + need.String(),
+		"scope":             need.String(),
+	})
+	writeFixed(w, http.StatusForbidden, string(body)+"\n")
+}
+
 // WriteForbidden writes 403 with a fixed body.
 func WriteForbidden(w http.ResponseWriter) {
 	writeFixed(w, http.StatusForbidden, bodyForbidden)
@@ -116,6 +154,10 @@ func WriteUnavailable(w http.ResponseWriter) {
 type Authenticator struct {
 	// JWT verifies bearer tokens that look like JWTs; nil turns JWT off.
 	JWT *JWTVerifier
+	// OAuth verifies OAuth access tokens (bearer JWTs whose iss is one of
+	// its issuers; every JWT when JWT is nil) and turns 401s into OAuth
+	// challenges naming its metadata URL; nil turns OAuth off.
+	OAuth *ResourceServer
 	// Keys looks up API keys (X-API-Key or a non-JWT bearer); nil turns
 	// API keys off.
 	Keys KeyLookup
@@ -146,8 +188,8 @@ type Authenticator struct {
 // Validate checks the configuration: at least one credential source,
 // a legacy key of at least MinLegacyKeyLen characters, and a TenantLookup.
 func (a *Authenticator) Validate() error {
-	if a.JWT == nil && a.Keys == nil && a.LegacyKey == "" {
-		return errors.New("authenticator: no credential source (JWT, API keys or legacy key)")
+	if a.JWT == nil && a.OAuth == nil && a.Keys == nil && a.LegacyKey == "" {
+		return errors.New("authenticator: no credential source (JWT, OAuth, API keys or legacy key)")
 	}
 	if a.LegacyKey != "" && len(a.LegacyKey) < MinLegacyKeyLen {
 		return fmt.Errorf("authenticator: legacy key is %d characters, need at least %d", len(a.LegacyKey), MinLegacyKeyLen)
@@ -236,10 +278,12 @@ func (a *Authenticator) deny(w http.ResponseWriter, r *http.Request, log *slog.L
 		attrs = append(attrs, "err", err.Error())
 	}
 	log.Log(r.Context(), level, "request denied", attrs...)
-	switch status {
-	case http.StatusUnauthorized:
+	switch {
+	case status == http.StatusUnauthorized && a.OAuth != nil:
+		WriteOAuthUnauthorized(w, a.OAuth.MetadataURL(), reason != ReasonMissingCredentials)
+	case status == http.StatusUnauthorized:
 		WriteUnauthorized(w, reason != ReasonMissingCredentials)
-	case http.StatusForbidden:
+	case status == http.StatusForbidden:
 		WriteForbidden(w)
 	default:
 		WriteUnavailable(w)
@@ -259,6 +303,11 @@ func (a *Authenticator) authenticate(r *http.Request, legacyHash []byte, now tim
 		return rc, st, reason, http.StatusUnauthorized, nil
 	case token == "":
 		return rc, st, ReasonMissingCredentials, http.StatusUnauthorized, nil
+	case fromBearer && a.OAuth != nil && LooksLikeJWT(token) && (a.JWT == nil || a.OAuth.Trusts(token)):
+		rc, err = a.OAuth.Verify(ctx, token, now)
+		if err != nil {
+			return RequestContext{}, st, ReasonInvalidJWT, http.StatusUnauthorized, err
+		}
 	case fromBearer && a.JWT != nil && LooksLikeJWT(token):
 		rc, err = a.JWT.Verify(ctx, token, now)
 		if err != nil {
@@ -352,7 +401,7 @@ func (a *Authenticator) verifyKey(ctx context.Context, token string, legacyHash 
 	if legacyHash != nil {
 		h := sha256.Sum256([]byte(token))
 		if subtle.ConstantTimeCompare(h[:], legacyHash) == 1 {
-			return RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey}, TenantStatus{}, "", 0, nil
+			return RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey, Scopes: AllScopes}, TenantStatus{}, "", 0, nil
 		}
 	}
 	if keyErr == nil {

@@ -83,7 +83,7 @@ func TestAPIKeyAttacks(t *testing.T) {
 	if lower == f.valid {
 		t.Fatalf("test key %q has no upper-case letter", f.valid)
 	}
-	wantRC := RequestContext{TenantID: "acme", UserID: "u1", APIKeyID: "k-valid", AgentID: "agent-1", AuthMethod: AuthAPIKey}
+	wantRC := RequestContext{TenantID: "acme", UserID: "u1", APIKeyID: "k-valid", AgentID: "agent-1", AuthMethod: AuthAPIKey, Scopes: AllScopes}
 
 	cases := []struct {
 		name    string
@@ -95,8 +95,8 @@ func TestAPIKeyAttacks(t *testing.T) {
 	}{
 		{name: "valid X-API-Key (control)", headers: map[string]string{HeaderAPIKey: f.valid}, control: true, want: wantRC},
 		{name: "valid bearer key (control)", headers: map[string]string{"Authorization": "Bearer " + f.valid}, control: true, want: wantRC},
-		{name: "legacy key (control)", headers: map[string]string{HeaderAPIKey: testLegacyKey}, control: true, want: RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey}},
-		{name: "legacy key as bearer (control)", headers: map[string]string{"Authorization": "Bearer " + testLegacyKey}, control: true, want: RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey}},
+		{name: "legacy key (control)", headers: map[string]string{HeaderAPIKey: testLegacyKey}, control: true, want: RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey, Scopes: AllScopes}},
+		{name: "legacy key as bearer (control)", headers: map[string]string{"Authorization": "Bearer " + testLegacyKey}, control: true, want: RequestContext{TenantID: DefaultTenant, AuthMethod: AuthLegacyKey, Scopes: AllScopes}},
 		{name: "unknown", headers: map[string]string{HeaderAPIKey: unknown}, invalid: true},
 		{name: "revoked", headers: map[string]string{HeaderAPIKey: f.revoked}, invalid: true},
 		{name: "expired", headers: map[string]string{HeaderAPIKey: f.expired}, invalid: true},
@@ -508,8 +508,8 @@ func TestWriteResponses(t *testing.T) {
 		wantAuth   string
 		wantBody   string
 	}{
-		{name: "missing credential", write: func(w http.ResponseWriter) { WriteUnauthorized(w, false) }, wantStatus: 401, wantAuth: "Bearer", wantBody: `{"error":"unauthorized"}`},
-		{name: "invalid credential", write: func(w http.ResponseWriter) { WriteUnauthorized(w, true) }, wantStatus: 401, wantAuth: `Bearer error="invalid_token"`, wantBody: `{"error":"unauthorized"}`},
+		{name: "missing credential", write: func(w http.ResponseWriter) { WriteUnauthorized(w, false) }, wantStatus: 401, wantAuth: "Bearer", wantBody: `{"error":"unauthorized","error_description":"missing or invalid API key (send Authorization: Bearer nxk_…)"}`},
+		{name: "invalid credential", write: func(w http.ResponseWriter) { WriteUnauthorized(w, true) }, wantStatus: 401, wantAuth: `Bearer error="invalid_token"`, wantBody: `{"error":"unauthorized","error_description":"missing or invalid API key (send Authorization: Bearer nxk_…)"}`},
 		{name: "forbidden", write: WriteForbidden, wantStatus: 403, wantBody: `{"error":"forbidden"}`},
 		{name: "unavailable", write: WriteUnavailable, wantStatus: 503, wantBody: `{"error":"service unavailable"}`},
 	}

@@ -91,6 +91,11 @@ type JWTConfig struct {
 	// MaxTTL rejects tokens whose exp lies further than MaxTTL (+ Leeway) in
 	// the future (default 24 h; negative disables the check).
 	MaxTTL time.Duration
+	// OAuth makes the verifier an OAuth resource server's (ResourceServer):
+	// Issuer and Audience are required, the user is (issuer, sub) and the
+	// scopes come from the token's "scope" claim (else "scp", a string or
+	// an array). Without it every verified token carries AllScopes.
+	OAuth bool
 }
 
 // JWTVerifier verifies bearer JWTs and turns them into a RequestContext.
@@ -107,6 +112,7 @@ type JWTVerifier struct {
 	tenantClaim string
 	maxBytes    int
 	maxTTL      time.Duration
+	oauth       bool
 }
 
 // namedKey is one verification key with its optional kid and, for JWKs,
@@ -128,6 +134,10 @@ func NewJWTVerifier(cfg JWTConfig) (*JWTVerifier, error) {
 		tenantClaim: cfg.TenantClaim,
 		maxBytes:    cfg.MaxTokenBytes,
 		maxTTL:      cfg.MaxTTL,
+		oauth:       cfg.OAuth,
+	}
+	if v.oauth && (v.issuer == "" || v.audience == "") {
+		return nil, errors.New("jwt config: an OAuth verifier needs an issuer and an audience")
 	}
 	if v.leeway == 0 {
 		v.leeway = DefaultJWTLeeway
@@ -283,7 +293,68 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string, now time.Time) (
 	if err != nil || !validIdentityValue(iss) {
 		iss = ""
 	}
-	return RequestContext{TenantID: tenant, UserID: sub, AuthMethod: AuthJWT, Issuer: iss}, nil
+	if !v.oauth {
+		return RequestContext{TenantID: tenant, UserID: sub, AuthMethod: AuthJWT, Issuer: iss, Scopes: AllScopes}, nil
+	}
+	user := OAuthUserID(v.issuer, sub)
+	if !validIdentityValue(user) {
+		return RequestContext{}, fmt.Errorf("verify jwt: sub too long: %w", ErrUnauthenticated)
+	}
+	scopes, err := tokenScopes(claims)
+	if err != nil {
+		return RequestContext{}, err
+	}
+	return RequestContext{TenantID: tenant, UserID: user, Issuer: v.issuer, AuthMethod: AuthJWT, Scopes: scopes}, nil
+}
+
+// OAuthUserID is the user of an OAuth access token: its sub qualified by
+// its issuer ("sub@host/path", the issuer without scheme and final "/"),
+// so that the same sub at two authorization servers is two users.
+func OAuthUserID(issuer, sub string) string {
+	_, rest, ok := strings.Cut(issuer, "://")
+	if !ok {
+		rest = issuer
+	}
+	return sub + "@" + strings.TrimSuffix(rest, "/")
+}
+
+// tokenScopes reads the nexus scopes of an access token: "scope", a
+// space-separated string (RFC 8693, RFC 9068), else "scp" as a string or
+// an array of strings (Entra ID, Okta). Other resources' scopes are
+// ignored; a token with none of ours has the empty set (every tool call
+// is then refused for scope, not for authentication). A claim of another
+// type is an error.
+func tokenScopes(claims jwt.MapClaims) (ScopeSet, error) {
+	raw, ok := claims["scope"]
+	if !ok {
+		raw, ok = claims["scp"]
+	}
+	if !ok {
+		return 0, nil
+	}
+	switch x := raw.(type) {
+	case string:
+		var set ScopeSet
+		for _, f := range strings.Fields(x) {
+			if sc, ok := ParseScope(f); ok {
+				set |= ScopeSet(sc)
+			}
+		}
+		return set, nil
+	case []any:
+		var set ScopeSet
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return 0, fmt.Errorf("verify jwt: scp holds a non-string: %w", ErrUnauthenticated)
+			}
+			if sc, ok := ParseScope(s); ok {
+				set |= ScopeSet(sc)
+			}
+		}
+		return set, nil
+	}
+	return 0, fmt.Errorf("verify jwt: scope claim is not a string: %w", ErrUnauthenticated)
 }
 
 // tenant reads the tenant claim, falling back to org_id when it is absent.

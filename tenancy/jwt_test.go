@@ -244,7 +244,7 @@ func TestJWTAttacks(t *testing.T) {
 				if res.status != http.StatusOK {
 					t.Fatalf("status = %d, want 200 (body %q)", res.status, res.body)
 				}
-				want := RequestContext{TenantID: c.tenant, UserID: "user-1", AuthMethod: AuthJWT, Issuer: testIssuer}
+				want := RequestContext{TenantID: c.tenant, UserID: "user-1", AuthMethod: AuthJWT, Issuer: testIssuer, Scopes: AllScopes}
 				if res.rc != want {
 					t.Errorf("RequestContext = %+v, want %+v", res.rc, want)
 				}

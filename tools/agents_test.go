@@ -35,7 +35,7 @@ func newScopedTestServer(t *testing.T, scope string) *testServer {
 
 // ctxAgent acts as tenant with a credential naming agent.
 func ctxAgent(tenant, agent string) context.Context {
-	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, AgentID: agent, AuthMethod: tenancy.AuthAPIKey})
+	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, AgentID: agent, AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes})
 }
 
 // step is one tool call and what must come back: want is a JSON subset of

@@ -46,10 +46,12 @@ func toolFromContext(ctx context.Context) string {
 }
 
 // isRefusal reports whether err refuses the call for authorization or
-// trust reasons (audited as a denial): a tenant mismatch in the
-// arguments, a forbidden action, or an EATP refusal other than not-found.
+// trust reasons (audited as a denial): a missing scope, a tenant mismatch
+// in the arguments, a forbidden action, or an EATP refusal other than
+// not-found.
 func isRefusal(err error) bool {
-	return errors.Is(err, errForbiddenMismatch) || errors.Is(err, errAgentMismatch) || errors.Is(err, tenancy.ErrForbidden) ||
+	var se *ScopeError
+	return errors.As(err, &se) || errors.Is(err, errForbiddenMismatch) || errors.Is(err, errAgentMismatch) || errors.Is(err, tenancy.ErrForbidden) ||
 		(delegation.IsDenial(err) && !errors.Is(err, delegation.ErrNotFound))
 }
 
@@ -57,7 +59,10 @@ func isRefusal(err error) bool {
 // write it is logged: the call is refused either way.
 func (h *Handlers) auditRefusal(ctx context.Context, tool, contentHash string, err error) {
 	detail := "forbidden"
+	var se *ScopeError
 	switch {
+	case errors.As(err, &se):
+		detail = "insufficient scope: " + se.Need.String()
 	case errors.Is(err, errForbiddenMismatch):
 		detail = "tenant mismatch"
 	case errors.Is(err, errAgentMismatch):

@@ -64,7 +64,7 @@ func TestGetAuditLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts.must(asUser("a", "alice", ""), "create_entities", map[string]any{"entities": []any{map[string]any{"name": "n", "entityType": "t", "observations": []any{}}}})
-	local := tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: "a", AuthMethod: tenancy.AuthLocal})
+	local := tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: "a", AuthMethod: tenancy.AuthLocal, Scopes: tenancy.AllScopes})
 	for _, tc := range []struct {
 		name    string
 		ctx     context.Context

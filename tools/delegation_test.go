@@ -78,7 +78,7 @@ func newTrustServer(t *testing.T, deps Deps) *trustServer {
 // asUser acts as user with role in tenant over an API key.
 func asUser(tenant, user, role string) context.Context {
 	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, UserID: user, Role: role,
-		APIKeyID: "key_" + tenant, AuthMethod: tenancy.AuthAPIKey})
+		APIKeyID: "key_" + tenant, AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes})
 }
 
 // withTrust adds an EATP trust context to ctx, as the middleware does.

@@ -34,8 +34,11 @@ func (h *Handlers) errorResult(ctx context.Context, tool string, err error) (*mc
 	var (
 		ae *argError
 		me *memory.Error
+		se *ScopeError
 	)
 	switch {
+	case errors.As(err, &se):
+		return mcp.NewToolResultError(se.Error()), nil
 	case errors.As(err, &ae):
 		return mcp.NewToolResultError(ae.msg), nil
 	case errors.As(err, &me):

@@ -93,7 +93,7 @@ var identityFieldAllowed = map[string]string{
 }
 
 // fuzzCaller is the identity every fuzzed call runs as.
-var fuzzCaller = tenancy.RequestContext{TenantID: "acme", UserID: "u1", APIKeyID: "k1", AuthMethod: tenancy.AuthAPIKey}
+var fuzzCaller = tenancy.RequestContext{TenantID: "acme", UserID: "u1", APIKeyID: "k1", AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes}
 
 // identityFields returns the json names of identity fields declared
 // anywhere in t (nested structs and slices included), as "path" strings.

@@ -42,7 +42,7 @@ func newTestServer(t *testing.T) *testServer {
 }
 
 func ctxFor(tenant string) context.Context {
-	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, AuthMethod: tenancy.AuthAPIKey})
+	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes})
 }
 
 // call sends tools/call through the whole mcp-go request path and returns

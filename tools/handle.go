@@ -17,8 +17,8 @@ import (
 )
 
 // handle is the only adapter between mcp-go and a domain function: it
-// refuses a call without a tenant, checks the arguments (identity fields,
-// then the input schema), binds them, calls fn, maps its error and renders
+// refuses a call without a tenant or without the tool's scope, checks the
+// arguments (identity fields, then the input schema), binds them, calls fn, maps its error and renders
 // the result as structured content plus its compact JSON text.
 //
 // It also drives the audit (see audit.go): a state-changing tool runs with
@@ -41,6 +41,12 @@ func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error
 		}
 		ctx = withToolName(ctx, name)
 		hash := argumentsHash(req.Params.Arguments)
+		if err := checkScope(ctx, name); err != nil {
+			if isRefusal(err) {
+				h.auditRefusal(ctx, name, hash, err)
+			}
+			return h.errorResult(ctx, name, err)
+		}
 		raw, err := h.checkArguments(rc, name, req.Params.Arguments)
 		if err != nil {
 			if isRefusal(err) {

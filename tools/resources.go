@@ -59,6 +59,9 @@ func (h *Handlers) readGraphResource(ctx context.Context, req mcp.ReadResourceRe
 	} else if err != nil {
 		return nil, err
 	}
+	if rc, _ := tenancy.FromContext(ctx); !rc.Scopes.Has(ResourceScope) {
+		return nil, &ScopeError{Need: ResourceScope}
+	}
 	uri := req.Params.URI
 	offset, err := graphCursor(uri)
 	if err != nil {

@@ -36,7 +36,7 @@ func TestListenSubscribersByTenant(t *testing.T) {
 	subs := newSubscriptions()
 	subs.install(hooks)
 	ctxOf := func(tenant string, s server.ClientSession) context.Context {
-		return srv.WithContext(tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant}), s)
+		return srv.WithContext(tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, Scopes: tenancy.AllScopes}), s)
 	}
 	open := func(tenant string, s *listenSession, uris ...string) {
 		for _, h := range hooks.OnBeforeSubscriptionsListen {

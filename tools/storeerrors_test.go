@@ -66,7 +66,7 @@ func TestStorageErrorsNeverReachClients(t *testing.T) {
 	ts := &testServer{t: t, srv: srv, store: store}
 	// local mode: the caller is its tenant's admin, so calls get past the
 	// permission checks to storage
-	caller := tenancy.NewContext(ctx, tenancy.RequestContext{TenantID: "a", AuthMethod: tenancy.AuthLocal})
+	caller := tenancy.NewContext(ctx, tenancy.RequestContext{TenantID: "a", AuthMethod: tenancy.AuthLocal, Scopes: tenancy.AllScopes})
 
 	type call struct {
 		name string

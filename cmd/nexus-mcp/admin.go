@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -109,13 +111,23 @@ func newTenantsCmd(g *globalFlags) *cobra.Command {
 
 func newKeysCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Manage API keys"}
-	var nk memory.NewKey
-	var keyAgentScope string
+	var (
+		nk            memory.NewKey
+		keyAgentScope string
+		scopes        []string
+	)
 	create := &cobra.Command{
 		Use: "create", Short: "Create an API key; it is printed once and only its hash is stored", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if nk.TenantID == "" {
 				return fmt.Errorf("--tenant is required")
+			}
+			if cmd.Flags().Changed("scopes") {
+				set, err := parseScopeFlag(scopes)
+				if err != nil {
+					return err
+				}
+				nk.Scopes = set
 			}
 			return withStoreOptions(cmd, g, memory.Options{AgentScope: keyAgentScope}, func(s *memory.Store) error {
 				key, k, err := s.CreateAPIKey(cmd.Context(), nk)
@@ -136,6 +148,8 @@ func newKeysCmd(g *globalFlags) *cobra.Command {
 	create.Flags().StringVar(&nk.Env, "env", "", "environment the key is bound to (X-Env must match)")
 	create.Flags().StringVar(&nk.Name, "name", "", "label")
 	create.Flags().DurationVar(&nk.TTL, "expires", 0, "lifetime, e.g. 720h (default: never expires)")
+	create.Flags().StringSliceVar(&scopes, "scopes", nil, "scopes of the key, comma-separated: "+strings.Join(tenancy.AllScopes.Names(), ",")+
+		" (the nexus: prefix may be left out; default: all)")
 	var tenant string
 	list := &cobra.Command{
 		Use: "list", Short: "List a tenant's keys", Args: cobra.NoArgs,
@@ -146,10 +160,10 @@ func newKeysCmd(g *globalFlags) *cobra.Command {
 					return err
 				}
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tNAME\tUSER\tAGENT\tENV\tCREATED\tEXPIRES\tREVOKED")
+				fmt.Fprintln(tw, "ID\tNAME\tUSER\tAGENT\tENV\tSCOPES\tCREATED\tEXPIRES\tREVOKED")
 				for _, k := range ks {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), orDash(k.UserID), orDash(k.AgentID),
-						orDash(k.Env), k.CreatedAt, orDash(k.ExpiresAt), orDash(k.RevokedAt))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, orDash(k.Name), orDash(k.UserID), orDash(k.AgentID),
+						orDash(k.Env), strings.Join(k.Scopes.Names(), ","), k.CreatedAt, orDash(k.ExpiresAt), orDash(k.RevokedAt))
 				}
 				return tw.Flush()
 			})
@@ -202,6 +216,28 @@ func memberFrom(m memory.Member) string {
 		return "unresolved (admits no one; re-add with --from-tenant or --issuer)"
 	}
 	return m.Kind + ":" + m.Source
+}
+
+// parseScopeFlag reads `keys create --scopes`: scope names, with or
+// without the "nexus:" prefix; at least one; an unknown name is an error
+// naming the valid ones.
+func parseScopeFlag(names []string) (tenancy.ScopeSet, error) {
+	var set tenancy.ScopeSet
+	for _, n := range names {
+		n = strings.TrimSpace(n)
+		if n != "" && !strings.HasPrefix(n, "nexus:") {
+			n = "nexus:" + n
+		}
+		sc, ok := tenancy.ParseScope(n)
+		if !ok {
+			return 0, fmt.Errorf("--scopes: unknown scope %q (valid: %s)", n, strings.Join(tenancy.AllScopes.Names(), ", "))
+		}
+		set |= tenancy.ScopeSet(sc)
+	}
+	if set == 0 {
+		return 0, errors.New("--scopes: give at least one scope")
+	}
+	return set, nil
 }
 
 func newMembersCmd(g *globalFlags) *cobra.Command {

@@ -81,6 +81,7 @@ type httpFlags struct {
 	metricsTenantLabels bool
 	sessionIdleTimeout  time.Duration
 	shutdownTimeout     time.Duration
+	oauth               oauthFlags // --oauth-issuer, --resource-url (oauth.go)
 }
 
 func addHTTPFlags(fs *pflag.FlagSet, f *httpFlags) {
@@ -104,6 +105,7 @@ func addHTTPFlags(fs *pflag.FlagSet, f *httpFlags) {
 	fs.BoolVar(&f.metricsTenantLabels, "metrics-tenant-labels", false, "label /metrics series with tenant IDs")
 	fs.DurationVar(&f.sessionIdleTimeout, "session-idle-timeout", 30*time.Minute, "MCP sessions unused for this long expire (then 404)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM/SIGINT waits for in-flight HTTP requests")
+	addOAuthFlags(fs, &f.oauth)
 }
 
 // serveArgs accepts `serve --http ADDR`: pflag binds an optional flag
@@ -216,6 +218,9 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 			logger.Warn("JWKS not reachable at start-up; keys are fetched on first use", "url", f.jwksURL, "err", err)
 		}
 	}
+	if f.oauth.resourceURL != "" && !strings.HasSuffix(f.oauth.resourceURL, "/mcp") {
+		logger.Warn("--resource-url does not end in /mcp; it must be the URL clients use for this server's MCP endpoint", "resource_url", f.oauth.resourceURL)
+	}
 	if jwtV != nil && f.jwtAudience == "" {
 		logger.Warn("JWTs are accepted for any audience; set --jwt-audience")
 	}
@@ -241,6 +246,11 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 		return &exitError{code: 1, msg: err.Error()}
 	}
 	defer startTrustSweep(ctx, store, logger, sf.trust.sweepInterval)()
+	if rs := app.auth.OAuth; rs != nil {
+		if err := rs.Discover(ctx); err != nil {
+			logger.Warn("OAuth issuer metadata not reachable at start-up; retried on first use", "err", err)
+		}
+	}
 
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
@@ -248,7 +258,8 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 	}
 	addr := ln.Addr().String()
 	logger.Info("nexus-mcp starting", "version", buildVersion(), "db", store.Location(), "transport", "http",
-		"addr", addr, "url", "http://"+addr+"/mcp", "jwt", jwtV != nil, "legacy_key", f.legacyAPIKey != "",
+		"addr", addr, "url", "http://"+addr+"/mcp", "jwt", jwtV != nil, "oauth_issuers", f.oauth.issuers, "resource_url", f.oauth.resourceURL,
+		"legacy_key", f.legacyAPIKey != "",
 		"dev_headers", devHeaders, "host_check", app.hostCheck)
 	if !app.hostCheck {
 		logger.Warn("listening beyond loopback: terminate TLS in front of nexus-mcp", "addr", addr)
@@ -308,8 +319,13 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 
 	a.sessions = newSessionGuard(store, f.sessionIdleTimeout, logger)
 	a.metrics = newMetrics(f.metricsTenantLabels, a.sessions.len)
+	rs, err := f.resourceServer()
+	if err != nil {
+		return nil, err
+	}
 	a.auth = &tenancy.Authenticator{
 		JWT:        jwtV,
+		OAuth:      rs,
 		Keys:       store,
 		LegacyKey:  f.legacyAPIKey,
 		Members:    store,
@@ -369,6 +385,7 @@ func (a *httpApp) handler() http.Handler {
 		trust = func(h http.Handler) http.Handler { return h }
 	}
 	var h http.Handler = a.sessions
+	h = a.scopeCheck(h)
 	h = a.limiter.Middleware(h)
 	h = trust(h)
 	h = a.ensureTenant(h)
@@ -380,8 +397,9 @@ func (a *httpApp) handler() http.Handler {
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("GET /metrics", a.metrics.handler())
+	mux.HandleFunc("/", a.notFound)
 
-	var root http.Handler = tenancy.OriginCheck(a.flags.allowedOrigins, a.hostCheck, mux)
+	var root http.Handler = a.wellKnown(tenancy.OriginCheck(a.flags.allowedOrigins, a.hostCheck, mux))
 	if a.hostCheck {
 		root = tenancy.HostCheck(loopbackHosts(a.flags.addr), root)
 	}

@@ -71,6 +71,9 @@ type httpTestOpts struct {
 	// sqlite keeps the database a SQLite file even when the suite runs on
 	// PostgreSQL, for tests that read the database file itself.
 	sqlite bool
+	// oauthIssuers turns on OAuth mode with these issuers; the resource
+	// URL is the server's own /mcp URL.
+	oauthIssuers []string
 }
 
 // httpEnv is a running HTTP transport on 127.0.0.1:0 with the full
@@ -103,6 +106,13 @@ func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	if err := fs.Parse([]string{"--http=127.0.0.1:0", "--jwt-secret=" + testJWTSecret, "--jwt-issuer=test-issuer", "--jwt-audience=nexus"}); err != nil {
 		tb.Fatal(err)
 	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if len(o.oauthIssuers) > 0 {
+		sf.http.oauth = oauthFlags{issuers: o.oauthIssuers, resourceURL: "http://" + ln.Addr().String() + "/mcp"}
+	}
 	if o.flags != nil {
 		o.flags(&sf.http)
 	}
@@ -122,10 +132,6 @@ func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	}
 	if o.setup != nil {
 		o.setup(app)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -797,7 +803,7 @@ func TestHTTPCancelWithoutSession(t *testing.T) {
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
 			req.Header.Set("Mcp-Method", "notifications/cancelled")
-			req = req.WithContext(tenancy.NewContext(req.Context(), tenancy.RequestContext{TenantID: "cancel-b", AuthMethod: tenancy.AuthAPIKey}))
+			req = req.WithContext(tenancy.NewContext(req.Context(), tenancy.RequestContext{TenantID: "cancel-b", AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes}))
 			e.app.streams.ServeHTTP(httptest.NewRecorder(), req)
 		}
 	})
@@ -1411,7 +1417,7 @@ func benchWrites(b *testing.B, clients, flooders int) {
 	pct := func(p float64) float64 {
 		return float64(all[min(len(all)-1, int(p*float64(len(all))))].Microseconds()) / 1000
 	}
-	ctx := tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: "bench"})
+	ctx := tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: "bench", Scopes: tenancy.AllScopes})
 	g, err := e.store.ReadGraph(ctx, memory.Page{})
 	if err != nil {
 		b.Fatal(err)

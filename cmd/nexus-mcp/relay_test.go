@@ -157,7 +157,7 @@ func relayCall(t *testing.T, c *client.Client, tool string, args map[string]any)
 }
 
 func actAs(tenant string) context.Context {
-	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, AuthMethod: tenancy.AuthLocal})
+	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, AuthMethod: tenancy.AuthLocal, Scopes: tenancy.AllScopes})
 }
 
 func auditOf(t *testing.T, s *memory.Store, tenant string) []delegation.ChainedEvent {

@@ -110,7 +110,7 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 			return tenancy.RequestContext{}, &exitError{code: 1, msg: "tenant \"default\" is disabled"}
 		}
 		logger.Info("NEXUS_API_KEY not set: local single-user mode, tenant \"default\"")
-		return tenancy.RequestContext{TenantID: tenancy.DefaultTenant, AuthMethod: tenancy.AuthLocal}, nil
+		return tenancy.RequestContext{TenantID: tenancy.DefaultTenant, AuthMethod: tenancy.AuthLocal, Scopes: tenancy.AllScopes}, nil
 	}
 	rc, _, err := tenancy.VerifyAPIKey(ctx, store, key, time.Now())
 	switch {
