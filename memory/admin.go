@@ -169,6 +169,11 @@ func tenantUpdated(res sql.Result, err error, id string) error {
 // CreateAPIKey creates a key for an existing tenant and returns the key (to
 // show once) and its stored metadata. Only the key's SHA-256 is stored.
 func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, error) {
+	if nk.AgentID != "" {
+		if err := checkAgentID("agent", nk.AgentID); err != nil {
+			return "", APIKey{}, err
+		}
+	}
 	key, err := tenancy.NewAPIKey()
 	if err != nil {
 		return "", APIKey{}, err

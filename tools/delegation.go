@@ -11,8 +11,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -44,29 +42,12 @@ type DelegationStore interface {
 const (
 	defaultDelegationTTL = time.Hour
 	maxDelegationTTL     = 24 * time.Hour
-	maxIDLength          = 256
 	// DefaultA2ATimeout bounds one call_agent_tool round trip.
 	DefaultA2ATimeout = 30 * time.Second
 	// maxA2AResponseBytes bounds what call_agent_tool reads from a target.
 	maxA2AResponseBytes = 8 << 20
 )
 
-// checkID refuses a blank id, an over-long one and one with control or
-// invisible format characters (ids end up in HTTP headers and logs).
-func checkID(field, v string, required bool) error {
-	switch {
-	case strings.TrimSpace(v) == "":
-		if required {
-			return argErrorf("%s must not be blank", field)
-		}
-		return nil
-	case len(v) > maxIDLength:
-		return argErrorf("%s is longer than %d bytes", field, maxIDLength)
-	case !utf8.ValidString(v) || strings.IndexFunc(v, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) >= 0:
-		return argErrorf("%s contains control characters", field)
-	}
-	return nil
-}
 
 // refusef returns a trust refusal: it wraps sentinel (so handle audits it
 // as a denial) and its message is meant for the model.
@@ -497,6 +478,10 @@ func (h *Handlers) getDelegationHistory() server.ServerTool {
 }
 
 func (h *Handlers) doGetDelegationHistory(ctx context.Context, args delegationHistoryArgs) (any, error) {
+	if err := checkOptionalIDs(idArg{"calling_agent", args.CallingAgent}, idArg{"target_agent", args.TargetAgent},
+		idArg{"tool_name", args.ToolName}, idArg{"trace_id", args.TraceID}); err != nil {
+		return nil, err
+	}
 	since, err := parseSince("since", args.Since)
 	if err != nil {
 		return nil, err
