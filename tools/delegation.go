@@ -34,6 +34,7 @@ type DelegationStore interface {
 	PrepareDelegation(ctx context.Context, nd memory.NewDelegation) (memory.DelegationRecord, error)
 	DelegationRecordByTrace(ctx context.Context, traceID string) (memory.DelegationRecord, error)
 	CompleteDelegation(ctx context.Context, id string, sum delegation.ResponseSummary) (memory.Verification, error)
+	FailDelegation(ctx context.Context, id, reason string) (memory.DelegationRecord, error)
 	DelegationHistory(ctx context.Context, f memory.DelegationFilter) ([]memory.DelegationRecord, int, error)
 	RevokeDelegation(ctx context.Context, id, reason string) (int, error)
 }
@@ -606,31 +607,93 @@ func (h *Handlers) doCallAgentTool(ctx context.Context, args callAgentToolArgs) 
 	if err != nil {
 		return nil, err
 	}
-	cred, _, err := h.store.AgentCredential(ctx, args.TargetAgent)
-	if err != nil {
-		return nil, err
-	}
-	res, callErr := h.relay(ctx, u, p, cred, args.ToolName, args.Arguments)
-	var response any
-	if callErr != nil {
-		h.log.WarnContext(ctx, "call_agent_tool failed", "delegation_id", p.rec.ID, "trace_id", p.rec.TraceID, "err", callErr)
-		response = map[string]any{"error": map[string]any{"message": "call failed"}}
-	} else if response, err = toJSONValue(res); err != nil {
-		return nil, err
+	// From here on the delegation exists and must end, whatever happens to
+	// the call: its outcome is recorded under a context the caller's
+	// cancellation does not reach, bounded by delegationEndTimeout.
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delegationEndTimeout)
+	defer cancel()
+	ended := false
+	defer func() {
+		if !ended { // a panic between prepare and the end
+			h.failDelegation(endCtx, p.rec, memory.EndInternal, errors.New("call_agent_tool did not finish"))
+		}
+	}()
+	response, failure, callErr := h.callTarget(ctx, u, p, args)
+	if failure != "" {
+		ended = true
+		if err := h.failDelegation(endCtx, p.rec, failure, callErr); err != nil {
+			return nil, err
+		}
+		return nil, argErrorf("the call to the target agent failed (%s); delegation %s recorded as failed", failureWords[failure], p.rec.ID)
 	}
 	sum, err := delegation.SummarizeResponse(response)
 	if err != nil {
+		ended = true
+		if ferr := h.failDelegation(endCtx, p.rec, memory.EndInternal, err); ferr != nil {
+			return nil, ferr
+		}
 		return nil, err
 	}
-	v, err := h.verify(ctx, p.rec.ID, sum)
+	v, err := h.verify(endCtx, p.rec.ID, sum)
+	ended = true
 	if err != nil {
 		return nil, err
 	}
-	if callErr != nil {
-		return nil, argErrorf("the target agent could not be reached or refused the call (delegation %s recorded as failed)", p.rec.ID)
-	}
 	return callAgentToolResult{DelegationID: p.rec.ID, TraceID: p.rec.TraceID, TargetAgent: p.rec.TargetAgent,
 		ToolName: p.rec.ToolName, Valid: v.Valid, Reasons: v.Reasons, Result: response}, nil
+}
+
+// delegationEndTimeout bounds recording how a delegated call ended.
+const delegationEndTimeout = 10 * time.Second
+
+// failureWords are the client-facing words of memory's End reasons.
+var failureWords = map[string]string{
+	memory.EndCancelled:   "the call was cancelled",
+	memory.EndTimeout:     "the target agent did not answer in time",
+	memory.EndUnreachable: "the target agent could not be reached or refused the call",
+	memory.EndInternal:    "an internal error",
+}
+
+// callTarget relays the call and returns the target's response as JSON, or
+// why there is none (a memory.End* reason) with the cause.
+func (h *Handlers) callTarget(ctx context.Context, u *url.URL, p prepared, args callAgentToolArgs) (any, string, error) {
+	cred, _, err := h.store.AgentCredential(ctx, args.TargetAgent)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, memory.EndCancelled, err
+		}
+		return nil, memory.EndInternal, err
+	}
+	res, err := h.relay(ctx, u, p, cred, args.ToolName, args.Arguments)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil: // the caller's own context: cancelled (or its deadline passed)
+		return nil, memory.EndCancelled, err
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return nil, memory.EndTimeout, err
+	default:
+		return nil, memory.EndUnreachable, err
+	}
+	response, err := toJSONValue(res)
+	if err != nil {
+		return nil, memory.EndInternal, err
+	}
+	return response, "", nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// failDelegation ends a delegation whose call produced no response and
+// logs the cause (never sent to the client).
+func (h *Handlers) failDelegation(ctx context.Context, rec memory.DelegationRecord, reason string, cause error) error {
+	h.log.WarnContext(ctx, "call_agent_tool failed", "delegation_id", rec.ID, "trace_id", rec.TraceID, "reason", reason, "err", cause)
+	if _, err := h.store.FailDelegation(ctx, rec.ID, reason); err != nil {
+		return err
+	}
+	return nil
 }
 
 func toJSONValue(v any) (any, error) {

@@ -127,8 +127,8 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, extra ...server.ServerOption) *server.MCPServer {
 	toolsets, _ := tools.ParseToolsets(sf.toolsets) // checked at start-up
 	h := tools.New(tools.Deps{Store: store, Logger: logger, GraphBudget: sf.graphBudget, AgentScope: store.AgentScope(),
-		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, Toolsets: toolsets, ReadOnly: sf.readOnly,
-		Embedder: sf.embed.queryEmbedder()})
+		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, A2ATimeout: sf.trust.a2aTimeout,
+		Toolsets: toolsets, ReadOnly: sf.readOnly, Embedder: sf.embed.queryEmbedder()})
 	opts := append(h.ServerOptions(), sf.mcpOptions...)
 	s := server.NewMCPServer("nexus-mcp", buildVersion(), append(opts, extra...)...)
 	h.Register(s)
