@@ -133,15 +133,17 @@ func TestCallAgentToolEndsItsDelegation(t *testing.T) {
 	}
 
 	tests := []struct {
-		name         string
-		c            interface{ CallTool(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) }
-		targetAgent  string
-		tool         string
-		cancel       bool
-		wantStatus   string
-		wantOutcome  string
-		wantReason   string // in the end row's detail
-		wantIsError  bool   // call_agent_tool's own result
+		name string
+		c    interface {
+			CallTool(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error)
+		}
+		targetAgent string
+		tool        string
+		cancel      bool
+		wantStatus  string
+		wantOutcome string
+		wantReason  string // in the end row's detail
+		wantIsError bool   // call_agent_tool's own result
 	}{
 		{name: "target answers (control)", c: cLong, targetAgent: "agent-t", tool: "ok", wantStatus: delegation.StatusCompleted, wantOutcome: memory.OutcomeOK},
 		// The target's error result is relayed as it came, with valid false.
