@@ -76,18 +76,13 @@ func rfc3339(t time.Time) string {
 }
 
 // isAdmin reports whether the caller may act for other users of its
-// tenant: local single-user mode, an admin role established by the edge,
-// or an admin membership of the caller's own user.
+// tenant (tenancy.IsAdmin).
 func (h *Handlers) isAdmin(ctx context.Context, rc tenancy.RequestContext) (bool, error) {
-	switch {
-	case rc.AuthMethod == tenancy.AuthLocal, rc.Role == "admin":
-		return true, nil
-	case rc.UserID == "" || rc.DevOverride:
-		return false, nil
-	}
-	role, err := h.store.Membership(ctx, rc.TenantID, rc.UserID)
-	return role == "admin", err
+	return tenancy.IsAdmin(ctx, rc, h.store)
 }
+
+// errOtherUser refuses naming a user other than the caller's own.
+var errOtherUser = fmt.Errorf("naming another user needs an admin membership: %w", tenancy.ErrForbidden)
 
 // requireUser refuses naming a user other than the caller's own, unless
 // the caller is an admin.
@@ -101,30 +96,26 @@ func (h *Handlers) requireUser(ctx context.Context, user string) error {
 		return err
 	}
 	if !admin {
-		return fmt.Errorf("naming another user needs an admin membership: %w", tenancy.ErrForbidden)
+		return errOtherUser
 	}
 	return nil
 }
 
-// originUser returns the user a human origin names ("user_id", or EATP's
-// "human_id"); both present and different is an error.
-func originUser(origin map[string]any) (string, error) {
-	var user string
-	for _, k := range []string{"user_id", "human_id"} {
-		v, ok := origin[k]
-		if !ok {
-			continue
-		}
-		s, ok := v.(string)
-		if !ok {
-			return "", argErrorf("human_origin.%s must be a string", k)
-		}
-		if user != "" && s != user {
-			return "", argErrorf("human_origin.user_id and human_origin.human_id name different users")
-		}
-		user = s
+// checkOrigin applies delegation.CheckHumanOrigin, the rule a human origin
+// gets whether it came as the human_origin argument or in
+// X-EATP-Human-Origin, and returns the user it names. Its refusals read as
+// the argument's: a tenant mismatch, naming another user, a malformed user.
+func (h *Handlers) checkOrigin(ctx context.Context, origin map[string]any) (string, error) {
+	user, err := delegation.CheckHumanOrigin(ctx, origin, h.store)
+	switch {
+	case errors.Is(err, delegation.ErrOriginTenant):
+		return "", errForbiddenMismatch
+	case errors.Is(err, delegation.ErrOriginUser):
+		return "", errOtherUser
+	case errors.Is(err, delegation.ErrOriginShape):
+		return "", argErrorf("human_origin.user_id and human_origin.human_id must be strings naming one user")
 	}
-	return user, nil
+	return user, err
 }
 
 // ---- prepare_agent_call ----
@@ -294,7 +285,13 @@ func (h *Handlers) prepare(ctx context.Context, in prepareInput) (prepared, erro
 			}
 			base = narrowed
 		}
-		if len(inheritedOrigin) == 0 {
+		if len(inheritedOrigin) == 0 && len(tc.HumanOrigin) > 0 {
+			// From X-EATP-Human-Origin: the edge checked it already (and
+			// dropped or refused a failing one); check again here so that
+			// no path stores an origin the argument rule would refuse.
+			if _, err := h.checkOrigin(ctx, tc.HumanOrigin); err != nil {
+				return prepared{}, fmt.Errorf("your request's X-EATP-Human-Origin: %w", err)
+			}
 			inheritedOrigin = tc.HumanOrigin
 		}
 		if parent == nil {
@@ -315,11 +312,7 @@ func (h *Handlers) prepare(ctx context.Context, in prepareInput) (prepared, erro
 			return prepared{}, refusef(delegation.ErrUntrusted, "human_origin cannot differ from the one you act under")
 		}
 	case len(in.HumanOrigin) > 0:
-		user, err := originUser(in.HumanOrigin)
-		if err != nil {
-			return prepared{}, err
-		}
-		if err := h.requireUser(ctx, user); err != nil {
+		if _, err := h.checkOrigin(ctx, in.HumanOrigin); err != nil {
 			return prepared{}, err
 		}
 		origin = in.HumanOrigin

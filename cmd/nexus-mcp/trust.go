@@ -97,6 +97,11 @@ func (a *httpApp) installTrust(tf trustFlags) error {
 			rc.Trust = tc
 			a.auditDenial(r, rc, "trust.denied", reason, status)
 		},
+		Membership: a.store,
+		OnOriginDropped: func(r *http.Request, reason string) {
+			rc, _ := tenancy.FromContext(r.Context())
+			a.auditDenial(r, rc, "trust.origin_dropped", reason, http.StatusOK)
+		},
 	}
 	a.trust = func(next http.Handler) http.Handler { return delegation.Middleware(cfg, next) }
 
