@@ -105,14 +105,14 @@ func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw an
 		// keeps one behaviour whatever the deployment stores in.
 		return argErrorf("invalid arguments: text must not contain the NUL character (U+0000)")
 	}
-	if !h.readOnly[tool] {
-		if err := checkWriteSize(raw); err != nil {
-			return err
-		}
-	}
 	if rs := h.schemas[tool]; rs != nil {
 		if err := rs.Validate(raw); err != nil {
 			return argErrorf("invalid arguments: %v", err)
+		}
+	}
+	if !h.readOnly[tool] { // after the schema, whose errors name the field
+		if err := checkWriteSize(raw); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -6,8 +6,9 @@ package tools
 // BenchmarkNeighbourWrites in cmd/nexus-mcp).
 const (
 	// MaxWriteBytes bounds the text of one write call's arguments: the
-	// bytes of every string and object key, at any depth.
-	MaxWriteBytes = 64 << 10
+	// bytes of every string and object key, at any depth. It holds one
+	// string at the schemas' longest (64 KiB) with room for its entity.
+	MaxWriteBytes = 80 << 10
 	// MaxWriteItems bounds the array elements of one write call's
 	// arguments, at any depth (for create_entities: the entities plus all
 	// their observations).
@@ -15,7 +16,7 @@ const (
 )
 
 // writeLimitHint is the sentence tool descriptions of batch writes carry.
-const writeLimitHint = ". One call may carry at most 64 KiB of text and 500 array items (entities and observations together); split larger batches into several calls."
+const writeLimitHint = ". One call may carry at most 80 KiB of text and 500 array items (entities and observations together); split larger batches into several calls."
 
 // checkWriteSize refuses the arguments of a write call that exceed
 // MaxWriteBytes or MaxWriteItems, naming the limit, before any work.
