@@ -49,7 +49,6 @@ const (
 	maxA2AResponseBytes = 8 << 20
 )
 
-
 // refusef returns a trust refusal: it wraps sentinel (so handle audits it
 // as a denial) and its message is meant for the model.
 func refusef(sentinel error, format string, a ...any) error {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/nexus-mcp/nexus-mcp/memory"
 )
 
 // TestWriteSizeLimits checks that a write call over MaxWriteBytes or
@@ -55,7 +57,7 @@ func TestWriteSizeLimits(t *testing.T) {
 			if tt.wantErr == "" && res.IsError || tt.wantErr != "" && !strings.Contains(got, tt.wantErr) {
 				t.Fatalf("create_entities: isError %v %q, want %q", res.IsError, got, tt.wantErr)
 			}
-			g, err := ts.store.OpenNodes(a, []string{tt.entity, tt.entity + "-2"})
+			g, err := ts.store.OpenNodes(a, []string{tt.entity, tt.entity + "-2"}, memory.Page{})
 			if err != nil {
 				t.Fatal(err)
 			}
