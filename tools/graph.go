@@ -144,7 +144,7 @@ type createEntitiesResult struct {
 func (h *Handlers) createEntities() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("create_entities", "Create Entities",
-			"Create multiple new entities in the knowledge graph"+writeLimitHint,
+			"Create multiple new entities in the knowledge graph",
 			annotations{readOnly: false, destructive: false, idempotent: false},
 			inputSchema[createEntitiesArgs](), outputSchema[createEntitiesResult]()),
 		Handler: handle(h, h.doCreateEntities),
@@ -193,7 +193,7 @@ type createRelationsResult struct {
 func (h *Handlers) createRelations() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("create_relations", "Create Relations",
-			"Create multiple new relations between entities in the knowledge graph. Relations should be in active voice"+writeLimitHint,
+			"Create multiple new relations between entities in the knowledge graph. Relations should be in active voice",
 			annotations{readOnly: false, destructive: false, idempotent: false},
 			inputSchema[createRelationsArgs](), outputSchema[createRelationsResult]()),
 		Handler: handle(h, h.doCreateRelations),
@@ -239,7 +239,7 @@ type addObservationsResult struct {
 func (h *Handlers) addObservations() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("add_observations", "Add Observations",
-			"Add new observations to existing entities in the knowledge graph"+writeLimitHint,
+			"Add new observations to existing entities in the knowledge graph",
 			annotations{readOnly: false, destructive: false, idempotent: false},
 			inputSchema[addObservationsArgs](), outputSchema[addObservationsResult]()),
 		Handler: handle(h, h.doAddObservations),
@@ -273,7 +273,7 @@ type deleteEntitiesArgs struct {
 func (h *Handlers) deleteEntities() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("delete_entities", "Delete Entities",
-			"Delete multiple entities and their associated relations from the knowledge graph"+writeLimitHint,
+			"Delete multiple entities and their associated relations from the knowledge graph",
 			annotations{readOnly: false, destructive: true, idempotent: true},
 			inputSchema[deleteEntitiesArgs](), outputSchema[statusWire]()),
 		Handler: handle(h, h.doDeleteEntities),
@@ -301,7 +301,7 @@ type deleteObservationsArgs struct {
 func (h *Handlers) deleteObservations() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("delete_observations", "Delete Observations",
-			"Delete specific observations from entities in the knowledge graph"+writeLimitHint,
+			"Delete specific observations from entities in the knowledge graph",
 			annotations{readOnly: false, destructive: true, idempotent: true},
 			inputSchema[deleteObservationsArgs](), outputSchema[statusWire]()),
 		Handler: handle(h, h.doDeleteObservations),
@@ -328,7 +328,7 @@ type deleteRelationsArgs struct {
 func (h *Handlers) deleteRelations() server.ServerTool {
 	return server.ServerTool{
 		Tool: newTool("delete_relations", "Delete Relations",
-			"Delete multiple relations from the knowledge graph"+writeLimitHint,
+			"Delete multiple relations from the knowledge graph",
 			annotations{readOnly: false, destructive: true, idempotent: true},
 			inputSchema[deleteRelationsArgs](), outputSchema[statusWire]()),
 		Handler: handle(h, h.doDeleteRelations),

@@ -15,9 +15,6 @@ const (
 	MaxWriteItems = 500
 )
 
-// writeLimitHint is the sentence tool descriptions of batch writes carry.
-const writeLimitHint = ". One call may carry at most 80 KiB of text and 500 array items (entities and observations together); split larger batches into several calls."
-
 // checkWriteSize refuses the arguments of a write call that exceed
 // MaxWriteBytes or MaxWriteItems, naming the limit, before any work.
 func checkWriteSize(raw any) error {
