@@ -114,20 +114,26 @@ func ChainHash(prevHash string, ev AuditEvent) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// VerifyChain recomputes a tenant's audit chain, rows in Seq order. Each
-// row's Hash must equal ChainHash(PrevHash, Event), each PrevHash must
-// equal the previous row's Hash, and Seq must increase. The first row's
-// PrevHash is taken as given (check it is GenesisHash when verifying from
-// the start). It returns the index of the first broken row and false, or
-// -1 and true.
-func VerifyChain(events []ChainedEvent) (firstBroken int, ok bool) {
-	for i, e := range events {
-		if i > 0 && (e.PrevHash != events[i-1].Hash || e.Seq <= events[i-1].Seq) {
-			return i, false
-		}
-		if e.Hash != ChainHash(e.PrevHash, e.Event) {
-			return i, false
-		}
+// CheckLink is the one rule of an audit chain: it returns why row e
+// cannot follow prev, or "" when it can. The first row of a tenant's chain
+// (prev nil) must have Seq 1 and PrevHash GenesisHash; every other row
+// Seq prev.Seq+1 and PrevHash prev.Hash; every row a time, and a Hash equal
+// to ChainHash(PrevHash, Event). (Removing rows from the end of a chain is
+// not detectable from the chain alone.)
+func CheckLink(prev *ChainedEvent, e ChainedEvent) string {
+	wantSeq, wantPrev := int64(1), GenesisHash
+	if prev != nil {
+		wantSeq, wantPrev = prev.Seq+1, prev.Hash
 	}
-	return -1, true
+	switch {
+	case e.Seq != wantSeq:
+		return fmt.Sprintf("seq %d follows %d (rows missing or inserted)", e.Seq, wantSeq-1)
+	case e.PrevHash != wantPrev:
+		return "prev_hash does not match the previous row's hash"
+	case e.Event.Time.IsZero():
+		return "time is not an RFC 3339 time"
+	case e.Hash != ChainHash(e.PrevHash, e.Event):
+		return "hash does not match the row's content"
+	}
+	return ""
 }

@@ -50,13 +50,28 @@ func auditChain(n int) []ChainedEvent {
 		ev := AuditEvent{Time: base.Add(time.Duration(i) * time.Second), TenantID: "A", UserID: "u1", APIKeyID: "k1",
 			AgentID: "ag", TraceID: "t", Tool: "create_entities", Action: "tool_call", Outcome: "ok",
 			ContentHash: fmt.Sprintf("%064d", i), Detail: fmt.Sprintf("row %d", i)}
-		events[i] = ChainedEvent{Seq: int64(10 + 3*i), Event: ev, PrevHash: prev, Hash: ChainHash(prev, ev)}
+		events[i] = ChainedEvent{Seq: int64(i + 1), Event: ev, PrevHash: prev, Hash: ChainHash(prev, ev)}
 		prev = events[i].Hash
 	}
 	return events
 }
 
-func TestVerifyChain(t *testing.T) {
+// firstBroken applies CheckLink along events and returns the index of
+// the first row it refuses, or -1.
+func firstBroken(events []ChainedEvent) int {
+	for i := range events {
+		var prev *ChainedEvent
+		if i > 0 {
+			prev = &events[i-1]
+		}
+		if CheckLink(prev, events[i]) != "" {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestCheckLink(t *testing.T) {
 	tests := []struct {
 		name   string
 		tamper func(ev []ChainedEvent)
@@ -76,6 +91,16 @@ func TestVerifyChain(t *testing.T) {
 		{name: "row deleted", tamper: func(ev []ChainedEvent) { copy(ev[2:], ev[3:]) }, want: 2},
 		{name: "rows swapped", tamper: func(ev []ChainedEvent) { ev[1], ev[2] = ev[2], ev[1] }, want: 1},
 		{name: "seq not increasing", tamper: func(ev []ChainedEvent) { ev[4].Seq = ev[3].Seq }, want: 4},
+		{name: "seq gap", tamper: func(ev []ChainedEvent) { ev[4].Seq++; ev[5].Seq++ }, want: 4},
+		{name: "first row not from genesis", tamper: func(ev []ChainedEvent) {
+			ev[0].PrevHash = ev[5].Hash
+			ev[0].Hash = ChainHash(ev[0].PrevHash, ev[0].Event)
+		}, want: 0},
+		{name: "first row not seq 1", tamper: func(ev []ChainedEvent) { ev[0].Seq = 0 }, want: 0},
+		{name: "time missing", tamper: func(ev []ChainedEvent) {
+			ev[3].Event.Time = time.Time{}
+			ev[3].Hash = ChainHash(ev[3].PrevHash, ev[3].Event)
+		}, want: 3},
 	}
 	detected := 0
 	for _, tt := range tests {
@@ -87,17 +112,14 @@ func TestVerifyChain(t *testing.T) {
 			if tt.name == "row deleted" {
 				ev = ev[:5]
 			}
-			got, ok := VerifyChain(ev)
-			if got != tt.want || ok != (tt.want == -1) {
-				t.Errorf("VerifyChain() = %d, %v; want %d", got, ok, tt.want)
+			got := firstBroken(ev)
+			if got != tt.want {
+				t.Errorf("first row CheckLink refuses = %d; want %d", got, tt.want)
 			}
-			if !ok {
+			if got != -1 {
 				detected++
 			}
 		})
-	}
-	if got, ok := VerifyChain(nil); !ok || got != -1 {
-		t.Errorf("VerifyChain(nil) = %d, %v", got, ok)
 	}
 	t.Logf("metric audit_tamper_detected=%d", detected)
 }

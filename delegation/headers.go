@@ -11,8 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 )
 
 // The eight EATP headers. Names are matched case-insensitively.
@@ -36,8 +34,6 @@ const (
 	MaxHeaderBytes = 8 << 10
 	// MaxChainEntries is the largest accepted delegation chain.
 	MaxChainEntries = 16
-	// MaxIDBytes is the longest accepted trace, agent, session or chain id.
-	MaxIDBytes = 256
 	// MaxDepthValue bounds the absolute value of X-EATP-Delegation-Depth.
 	// Negative depths within the bound are kept so CheckChain refuses them.
 	MaxDepthValue = 1024
@@ -191,8 +187,8 @@ func Extract(h http.Header, logger *slog.Logger) (TrustContext, []string) {
 		if v == "" {
 			return ""
 		}
-		if reason := checkID(v); reason != "" {
-			warn(name, reason)
+		if reason := IDReason(v); reason != "" {
+			warn(name, "id "+reason)
 			return ""
 		}
 		return v
@@ -282,25 +278,6 @@ func ToHeaders(tc TrustContext) http.Header {
 	return h
 }
 
-// checkID returns why s is not an acceptable id, or "".
-func checkID(s string) string {
-	switch {
-	case len(s) > MaxIDBytes:
-		return "id too long"
-	case !utf8.ValidString(s):
-		return "id is not valid UTF-8"
-	case strings.IndexFunc(s, badIDRune) >= 0:
-		return "id contains control characters"
-	}
-	return ""
-}
-
-// badIDRune reports control (C0, DEL, C1) and invisible format characters
-// (bidi overrides, zero-width), which could forge log lines or ids.
-func badIDRune(r rune) bool {
-	return unicode.IsControl(r) || unicode.Is(unicode.Cf, r)
-}
-
 func isBase64URLRune(r rune) bool {
 	return r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_'
 }
@@ -378,8 +355,8 @@ func parseChain(v string) ([]string, string) {
 		if e == "" {
 			return nil, "empty chain entry"
 		}
-		if reason := checkID(e); reason != "" {
-			return nil, "chain entry: " + reason
+		if reason := IDReason(e); reason != "" {
+			return nil, "chain entry " + reason
 		}
 	}
 	return entries, ""

@@ -61,6 +61,13 @@ type MiddlewareConfig struct {
 	// OnDenied, when set, is called for every refused request (for the
 	// audit log) with a reason that holds no request values.
 	OnDenied func(r *http.Request, reason string, status int)
+	// Membership is the membership lookup of CheckHumanOrigin (an admin
+	// may name another user of its tenant); nil finds no memberships.
+	Membership tenancy.MembershipLookup
+	// OnOriginDropped, when set, is called in permissive mode for every
+	// request whose human origin failed CheckHumanOrigin and was dropped
+	// (for the audit log), with a reason that holds no request values.
+	OnOriginDropped func(r *http.Request, reason string)
 }
 
 // Fixed response bodies: a refusal never echoes request values.
@@ -101,7 +108,13 @@ func Middleware(cfg MiddlewareConfig, next http.Handler) http.Handler {
 		tc, _ := Extract(r.Header, logger) // warnings are logged by Extract
 		present := len(tc.Raw) > 0
 
-		status, reason, err := check(r, tc, cfg, mode)
+		// The human origin gets the rule a human_origin argument gets, in
+		// every mode, whatever else the context carries.
+		var originErr error
+		if len(tc.HumanOrigin) > 0 {
+			_, originErr = CheckHumanOrigin(r.Context(), tc.HumanOrigin, cfg.Membership)
+		}
+		status, reason, err := check(r, tc, cfg, mode, originErr)
 		tc.Verified = status == 0 && cfg.Verifier != nil
 		if mode == ModePermissive {
 			if status != 0 && present {
@@ -109,6 +122,21 @@ func Middleware(cfg MiddlewareConfig, next http.Handler) http.Handler {
 			}
 			if err != nil && status == http.StatusServiceUnavailable {
 				logger.Error("eatp trust verification error", "err", err)
+			}
+			if originErr != nil {
+				// Never stored nor forwarded: the request goes on without it.
+				tc.HumanOrigin = nil
+				delete(tc.Raw, http.CanonicalHeaderKey(HeaderHumanOrigin))
+				dropReason := ReasonInternal
+				if IsDenial(originErr) {
+					dropReason = originErr.Error()
+				} else {
+					logger.Error("eatp human origin check error", "err", originErr)
+				}
+				logger.Warn("eatp human origin dropped (permissive)", "reason", dropReason)
+				if cfg.OnOriginDropped != nil {
+					cfg.OnOriginDropped(r, "human origin dropped: "+dropReason)
+				}
 			}
 			if present {
 				r = r.WithContext(NewContext(r.Context(), tc))
@@ -141,7 +169,13 @@ func Middleware(cfg MiddlewareConfig, next http.Handler) http.Handler {
 
 // check runs the middleware's checks and returns 0 when tc passes, or the
 // refusal status, a value-free reason and (for 503) the underlying error.
-func check(r *http.Request, tc TrustContext, cfg MiddlewareConfig, mode Mode) (int, string, error) {
+func check(r *http.Request, tc TrustContext, cfg MiddlewareConfig, mode Mode, originErr error) (int, string, error) {
+	switch {
+	case originErr != nil && IsDenial(originErr):
+		return http.StatusForbidden, originErr.Error(), nil
+	case originErr != nil:
+		return http.StatusServiceUnavailable, ReasonInternal, originErr
+	}
 	if !tc.Valid() {
 		return http.StatusUnauthorized, ReasonMissingContext, nil
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
@@ -24,6 +23,8 @@ type Store interface {
 	// TenantTrustKey returns the tenant's trust key, and false when the
 	// tenant has none (then requests need no signature).
 	TenantTrustKey(ctx context.Context) (TrustKey, bool, error)
+	// Membership (for CheckHumanOrigin) is a user's role in a tenant.
+	tenancy.MembershipLookup
 }
 
 // Verifier checks a request's trust context for the middleware. It returns
@@ -43,8 +44,8 @@ func NewVerifier(store Store, policy ChainPolicy) Verifier {
 //
 //  1. trace id and agent id are present (ErrUntrusted);
 //  2. CheckChain with policy (ErrInvalidChain, ErrSelfCall);
-//  3. a human origin naming a tenant (a "tenant_id"/"tenantId" key, any
-//     case, "_" and "-" ignored) names this one (ErrUntrusted);
+//  3. a human origin passes CheckHumanOrigin: it names no other tenant,
+//     and no other user unless the caller is an admin (ErrUntrusted);
 //  4. when the tenant has a trust key, tc.Signature verifies over method,
 //     path and tc.Raw (ErrBadSignature);
 //  5. the agent and every chain entry are registered agents visible to the
@@ -60,8 +61,7 @@ func NewVerifier(store Store, policy ChainPolicy) Verifier {
 // contain values from the request.
 func Verify(ctx context.Context, store Store, tc TrustContext, policy ChainPolicy, method, path, toolName string) error {
 	untrusted := func(reason string) error { return fmt.Errorf("%w: %s", ErrUntrusted, reason) }
-	tenant, err := tenancy.TenantFromContext(ctx)
-	if err != nil {
+	if _, err := tenancy.TenantFromContext(ctx); err != nil {
 		return fmt.Errorf("verify trust: %w", err)
 	}
 	if !tc.Valid() {
@@ -70,8 +70,10 @@ func Verify(ctx context.Context, store Store, tc TrustContext, policy ChainPolic
 	if err := CheckChain(tc, policy); err != nil {
 		return err
 	}
-	if !humanOriginTenantMatches(tc.HumanOrigin, tenant) {
-		return untrusted("human origin names another tenant")
+	if len(tc.HumanOrigin) > 0 {
+		if _, err := CheckHumanOrigin(ctx, tc.HumanOrigin, store); err != nil {
+			return err
+		}
 	}
 
 	key, hasKey, err := store.TenantTrustKey(ctx)
@@ -125,21 +127,4 @@ func Verify(ctx context.Context, store Store, tc TrustContext, policy ChainPolic
 		return untrusted("delegation does not cover this tool")
 	}
 	return d.Usable(policy.now())
-}
-
-// humanOriginTenantMatches reports whether every tenant-naming key of a
-// human origin names tenant. Keys are compared ignoring case, "_" and "-",
-// so "tenant_id", "tenantId" and "Tenant-ID" all count; a non-string value
-// never matches.
-func humanOriginTenantMatches(origin map[string]any, tenant string) bool {
-	for k, v := range origin {
-		norm := strings.ToLower(strings.NewReplacer("_", "", "-", "").Replace(k))
-		if norm != "tenantid" {
-			continue
-		}
-		if s, ok := v.(string); !ok || s != tenant {
-			return false
-		}
-	}
-	return true
 }

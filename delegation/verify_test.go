@@ -17,6 +17,7 @@ type fakeStore struct {
 	sessions    map[string]map[string]bool       // tenant -> session id -> active
 	delegations map[string]map[string]Delegation // tenant -> trace id
 	keys        map[string]TrustKey              // tenant -> key
+	admins      map[string]map[string]bool       // tenant -> admin user ids
 	err         error                            // when set, every method fails with it
 }
 
@@ -64,6 +65,16 @@ func (s *fakeStore) TenantTrustKey(ctx context.Context) (TrustKey, bool, error) 
 	}
 	k, ok := s.keys[t]
 	return k, ok, nil
+}
+
+func (s *fakeStore) Membership(ctx context.Context, tenantID string, p tenancy.Principal) (string, error) {
+	if s.err != nil {
+		return "", s.err
+	}
+	if s.admins[tenantID][p.UserID] {
+		return "admin", nil
+	}
+	return "", nil
 }
 
 // testNow is the fixed clock of verification tests.

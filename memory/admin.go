@@ -195,14 +195,14 @@ func tenantUpdated(res sql.Result, err error, id string) error {
 // agent scope: ErrConflict when another tenant has registered it or holds
 // an unrevoked key bound to it.
 func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, error) {
-	key, err := tenancy.NewAPIKey()
-	if err != nil {
-		return "", APIKey{}, err
-	}
 	if nk.AgentID != "" {
 		if err := checkAgentID("agent", nk.AgentID); err != nil {
 			return "", APIKey{}, err
 		}
+	}
+	key, err := tenancy.NewAPIKey()
+	if err != nil {
+		return "", APIKey{}, err
 	}
 	k := APIKey{ID: NewID("key_"), TenantID: nk.TenantID, UserID: nk.UserID, AgentID: nk.AgentID, Env: nk.Env, Name: nk.Name,
 		Scopes: loadScopes(storedScopes(nk.Scopes))}

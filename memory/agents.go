@@ -5,7 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/nexus-mcp/nexus-mcp/delegation"
 )
 
 // The agent registry scopes (Options.AgentScope).
@@ -20,8 +21,7 @@ const (
 
 // Bounds on registry input, checked here so every caller gets them.
 const (
-	maxAgentIDLength = 256
-	maxCapabilities  = 100
+	maxCapabilities = 100
 )
 
 // collab is the Store's configuration and caches for the collaboration
@@ -92,14 +92,11 @@ type IdentityResult struct {
 	Action     string // "registered", "renamed" or "updated"
 }
 
+// checkAgentID applies delegation.CheckID, the one id syntax, to an id
+// argument arg.
 func checkAgentID(arg, id string) error {
-	switch {
-	case strings.TrimSpace(id) == "":
-		return invalidf("%s must not be empty", arg)
-	case utf8.RuneCountInString(id) > maxAgentIDLength:
-		return invalidf("%s is longer than %d characters", arg, maxAgentIDLength)
-	case strings.ContainsRune(id, 0):
-		return invalidf("%s must not contain NUL", arg)
+	if reason := delegation.IDReason(id); reason != "" {
+		return invalidf("%s %s", arg, reason)
 	}
 	return nil
 }

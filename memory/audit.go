@@ -340,12 +340,11 @@ type AuditCheck struct {
 // auditBatch is how many rows VerifyAudit reads per query.
 const auditBatch = 1000
 
-// VerifyAudit recomputes tenantID's audit chain from its first row: seq
-// must run 1, 2, 3, ...; the first prev_hash must be the genesis hash,
-// every other the previous row's hash; every hash must equal
-// delegation.ChainHash of the row. It reports the first row that breaks a
-// rule. (Removing rows from the end of a chain is not detectable from the
-// chain alone.) It is an administrative call: the tenant is an argument.
+// VerifyAudit recomputes tenantID's audit chain from its first row with
+// delegation.CheckLink (seq 1, 2, 3, ... from the genesis hash, each row
+// hashing its content and the previous row's hash) and reports the first
+// row that breaks it. It is an administrative call: the tenant is an
+// argument.
 func (s *Store) VerifyAudit(ctx context.Context, tenantID string) (AuditCheck, error) {
 	res := AuditCheck{TenantID: tenantID, OK: true}
 	var prev *AuditRecord
@@ -367,21 +366,11 @@ func (s *Store) VerifyAudit(ctx context.Context, tenantID string) (AuditCheck, e
 		for i := range batch {
 			r := batch[i]
 			res.Rows++
-			wantSeq, wantPrev := int64(1), delegation.GenesisHash
+			var prevEv *delegation.ChainedEvent
 			if prev != nil {
-				wantSeq, wantPrev = prev.Seq+1, prev.Hash
+				prevEv = &prev.ChainedEvent
 			}
-			reason := ""
-			switch {
-			case r.Seq != wantSeq:
-				reason = fmt.Sprintf("seq %d follows %d (rows missing or inserted)", r.Seq, wantSeq-1)
-			case r.PrevHash != wantPrev:
-				reason = "prev_hash does not match the previous row's hash"
-			case r.Event.Time.IsZero():
-				reason = "time is not an RFC 3339 time"
-			case r.Hash != delegation.ChainHash(r.PrevHash, r.Event):
-				reason = "hash does not match the row's content"
-			}
+			reason := delegation.CheckLink(prevEv, r.ChainedEvent)
 			if reason != "" {
 				res.OK, res.BrokenSeq, res.Reason = false, r.Seq, reason
 				return res, nil

@@ -285,6 +285,7 @@ func (s *Store) CompleteDelegation(ctx context.Context, id string, sum delegatio
 		if sum.HasError {
 			status, outcome = delegation.StatusFailed, OutcomeError
 			v.Reasons = []string{"the response is an error"}
+			detail["reason"] = EndTargetError
 		}
 		v.Valid = !sum.HasError
 		keys := sum.Keys
@@ -309,6 +310,55 @@ func (s *Store) CompleteDelegation(ctx context.Context, id string, sum delegatio
 		return Verification{}, err
 	}
 	return v, nil
+}
+
+// Why a relayed delegated call ended without a valid response, as
+// recorded in the end row's detail.
+const (
+	EndTargetError = "target error" // the target answered with an error
+	EndCancelled   = "cancelled"    // the caller went away mid-relay
+	EndTimeout     = "timeout"      // the relay exceeded its time bound
+	EndUnreachable = "unreachable"  // connection, protocol or transport failure
+	EndInternal    = "internal"     // nexus-mcp failed around the relay
+)
+
+// FailDelegation ends a delegation whose relayed call produced no response
+// (reason: EndCancelled, EndTimeout, EndUnreachable, EndInternal). In one
+// transaction a delegation still prepared (expired or not) becomes failed,
+// and the call's audit row records the reason (action delegation.end,
+// outcome error). A delegation revoked or completed meanwhile keeps its
+// status; the row records the reason all the same. Call it with a context
+// that outlives the caller's cancellation.
+func (s *Store) FailDelegation(ctx context.Context, id, reason string) (DelegationRecord, error) {
+	tenant, err := tenantOf(ctx)
+	if err != nil {
+		return DelegationRecord{}, err
+	}
+	var d DelegationRecord
+	err = s.write(ctx, func(t *txn) error {
+		var err error
+		if d, err = delegationByID(t, tenant, id); err != nil {
+			return err
+		}
+		if t.audit != nil {
+			t.audit.TraceID, t.audit.AgentID = d.TraceID, d.TargetAgent
+		}
+		if d.Status == delegation.StatusPrepared {
+			if _, err := t.exec(`UPDATE delegations SET status = ?, completed_at = ?, has_error = 1, response_keys = '[]'
+				WHERE tenant_id = ? AND id = ? AND status = ?`, delegation.StatusFailed, Stamp(txnTime(t)), tenant, id, delegation.StatusPrepared); err != nil {
+				return err
+			}
+			if d, err = delegationByID(t, tenant, id); err != nil {
+				return err
+			}
+		}
+		t.audit.set("delegation.end", OutcomeError, detailJSON(map[string]any{"delegation_id": d.ID, "status": d.Status, "reason": reason}))
+		return nil
+	})
+	if err != nil {
+		return DelegationRecord{}, fmt.Errorf("end delegation %q: %w", id, err)
+	}
+	return d, nil
 }
 
 func unusableReason(d DelegationRecord, now time.Time) string {

@@ -420,3 +420,52 @@ func TestDelegationsPersistAcrossReopen(t *testing.T) {
 		t.Errorf("DelegationByTrace after reopen: %v", err)
 	}
 }
+
+// TestFailDelegation checks that a delegation whose call produced no
+// response ends failed with its audit row in the same write, that a
+// revoked one keeps its status (the row is written all the same), and
+// that another tenant's id is not found and changes nothing.
+func TestFailDelegation(t *testing.T) {
+	s := newClockStore(t, "", newTrustClock())
+	a := mustPrepare(t, s, as("a"), newDelegation("agent-a", "agent-b"))
+	revoked := mustPrepare(t, s, as("a"), newDelegation("agent-a", "agent-c"))
+	if _, err := s.RevokeDelegation(as("a"), revoked.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := s.FailDelegation(auditCtx("b", "call_agent_tool"), a.ID, EndCancelled); !errors.Is(err, ErrNotFound) {
+		t.Errorf("FailDelegation(b, a's id) err = %v, want ErrNotFound", err)
+	}
+	if d, _ := s.Delegation(as("a"), a.ID); d.Status != delegation.StatusPrepared {
+		t.Errorf("after b's attempt a's delegation is %q, want prepared", d.Status)
+	}
+
+	d, err := s.FailDelegation(auditCtx("a", "call_agent_tool"), a.ID, EndCancelled)
+	if err != nil || d.Status != delegation.StatusFailed || d.CompletedAt.IsZero() || !d.HasError {
+		t.Errorf("FailDelegation(a) = %+v, %v; want failed, completed, has_error", d, err)
+	}
+	d, err = s.FailDelegation(auditCtx("a", "call_agent_tool"), revoked.ID, EndTimeout)
+	if err != nil || d.Status != delegation.StatusRevoked {
+		t.Errorf("FailDelegation(revoked) = %+v, %v; want it still revoked", d, err)
+	}
+	rows, _, err := s.AuditLog(as("a"), AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends []string
+	for _, r := range rows {
+		if r.Event.Action == "delegation.end" {
+			ends = append(ends, r.Event.Outcome+" "+r.Event.Detail)
+		}
+	}
+	want := []string{
+		`error {"delegation_id":"` + revoked.ID + `","reason":"timeout","status":"revoked"}`,
+		`error {"delegation_id":"` + a.ID + `","reason":"cancelled","status":"failed"}`,
+	}
+	if strings.Join(ends, "\n") != strings.Join(want, "\n") {
+		t.Errorf("delegation.end rows of a =\n%s\nwant\n%s", strings.Join(ends, "\n"), strings.Join(want, "\n"))
+	}
+	if rows, _, _ := s.AuditLog(as("b"), AuditFilter{}); len(rows) != 0 {
+		t.Errorf("b's audit holds %d rows, want 0 (its attempt wrote nothing)", len(rows))
+	}
+}

@@ -60,7 +60,9 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 		return nil, fmt.Errorf("connect postgres: %w", err)
 	}
 	db := stdlib.OpenDBFromPool(pool)
-	s := &Store{path: redactURL(dbURL), w: db, r: db, now: opts.Now, collab: collab, pg: &pgBackend{pool: pool, origin: newUUID()}}
+	// Writes take at most half the pool, so reads always find connections.
+	s := &Store{path: redactURL(dbURL), w: db, r: db, now: opts.Now, collab: collab, pg: &pgBackend{pool: pool, origin: newUUID()},
+		gate: newWriteGate(int(pool.Config().MaxConns) / 2)}
 	if err := s.migratePostgres(ctx); err != nil {
 		s.Close()
 		return nil, err

@@ -113,6 +113,8 @@ type Store struct {
 	// collab is the agent scope and the (tenant, agent) caches of the
 	// collaboration tables; see agents.go.
 	collab *collab
+	// gate admits write transactions fairly across tenants (writegate.go).
+	gate *writeGate
 
 	wStmts, rStmts stmtCache
 	// trigramDF caches trigram document frequencies for SQLite's search
@@ -376,7 +378,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	r.SetConnMaxIdleTime(0)
 	r.SetConnMaxLifetime(0)
 
-	s := &Store{path: path, w: w, r: r, now: opts.Now, collab: collab}
+	s := &Store{path: path, w: w, r: r, now: opts.Now, collab: collab, gate: newWriteGate(1)}
 	s.wStmts.db, s.rStmts.db = w, r
 	s.trigramDF, _ = lru.New[string, int](1 << 16) // New fails only for a size <= 0
 	if err := s.checkWAL(ctx); err != nil {
@@ -515,6 +517,11 @@ func (s *Store) Ping(ctx context.Context) error {
 // write runs fn in one IMMEDIATE transaction on the writer connection, with
 // the time read once.
 func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
+	tenant, _ := tenancy.TenantFromContext(ctx)
+	if err := s.gate.acquire(ctx, tenant); err != nil {
+		return fmt.Errorf("wait for the writer: %w", err)
+	}
+	defer s.gate.release(tenant)
 	s.wStmts.warm(ctx)
 	var opts *sql.TxOptions
 	if s.pg != nil {
@@ -533,7 +540,6 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 		// writer serializes them on SQLite; writes without a tenant (admin)
 		// share one key.
 		t.cache = nil
-		tenant, _ := tenancy.TenantFromContext(ctx)
 		if err := t.lock(tenantLockKey(tenant)); err != nil {
 			return fmt.Errorf("lock: %w", err)
 		}

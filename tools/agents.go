@@ -31,7 +31,7 @@ const (
 // credential, or else an argument error naming arg.
 func agentOrDefault(ctx context.Context, id, arg string) (string, error) {
 	if id != "" {
-		return id, nil
+		return id, checkID(arg, id, true)
 	}
 	if rc, ok := tenancy.FromContext(ctx); ok && rc.AgentID != "" {
 		return rc.AgentID, nil
@@ -138,6 +138,9 @@ func (h *Handlers) setAgentIdentity() server.ServerTool {
 }
 
 func (h *Handlers) doSetAgentIdentity(ctx context.Context, args setIdentityArgs) (any, error) {
+	if err := checkID("currentAgentId", args.CurrentAgentID, false); err != nil {
+		return nil, err
+	}
 	c := memory.IdentityChange{NewID: args.NewAgentID, CurrentID: args.CurrentAgentID, Capabilities: args.Capabilities,
 		Metadata: args.Metadata, AutoRegister: args.AutoRegister == nil || *args.AutoRegister}
 	if c.CurrentID == "" {
@@ -184,6 +187,9 @@ func (h *Handlers) getAgentStatus() server.ServerTool {
 }
 
 func (h *Handlers) doGetAgentStatus(ctx context.Context, args agentStatusArgs) (any, error) {
+	if err := checkID("agentId", args.AgentID, false); err != nil {
+		return nil, err
+	}
 	if args.AgentID != "" {
 		a, err := h.store.Agent(ctx, args.AgentID)
 		if err != nil {

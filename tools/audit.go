@@ -164,6 +164,9 @@ func (h *Handlers) doGetAuditLog(ctx context.Context, args getAuditLogArgs) (any
 	if !admin {
 		return nil, errors.Join(errAuditAdminOnly, tenancy.ErrForbidden)
 	}
+	if err := checkID("agent", args.Agent, false); err != nil {
+		return nil, err
+	}
 	since, err := parseSince("since", args.Since)
 	if err != nil {
 		return nil, err

@@ -80,6 +80,9 @@ func tokens(v any) int {
 var priorityRank = map[string]int{"urgent": 0, "high": 1, "normal": 2, "low": 3}
 
 func (h *Handlers) doGetAgentContext(ctx context.Context, args agentContextArgs) (any, error) {
+	if err := checkOptionalIDs(idArg{"agentId", args.AgentID}, idArg{"projectId", args.ProjectID}); err != nil {
+		return nil, err
+	}
 	depth := args.Depth
 	if depth == "" {
 		depth = defaultDepth

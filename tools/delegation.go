@@ -11,8 +11,6 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -36,6 +34,7 @@ type DelegationStore interface {
 	PrepareDelegation(ctx context.Context, nd memory.NewDelegation) (memory.DelegationRecord, error)
 	DelegationRecordByTrace(ctx context.Context, traceID string) (memory.DelegationRecord, error)
 	CompleteDelegation(ctx context.Context, id string, sum delegation.ResponseSummary) (memory.Verification, error)
+	FailDelegation(ctx context.Context, id, reason string) (memory.DelegationRecord, error)
 	DelegationHistory(ctx context.Context, f memory.DelegationFilter) ([]memory.DelegationRecord, int, error)
 	RevokeDelegation(ctx context.Context, id, reason string) (int, error)
 }
@@ -44,29 +43,11 @@ type DelegationStore interface {
 const (
 	defaultDelegationTTL = time.Hour
 	maxDelegationTTL     = 24 * time.Hour
-	maxIDLength          = 256
 	// DefaultA2ATimeout bounds one call_agent_tool round trip.
 	DefaultA2ATimeout = 30 * time.Second
 	// maxA2AResponseBytes bounds what call_agent_tool reads from a target.
 	maxA2AResponseBytes = 8 << 20
 )
-
-// checkID refuses a blank id, an over-long one and one with control or
-// invisible format characters (ids end up in HTTP headers and logs).
-func checkID(field, v string, required bool) error {
-	switch {
-	case strings.TrimSpace(v) == "":
-		if required {
-			return argErrorf("%s must not be blank", field)
-		}
-		return nil
-	case len(v) > maxIDLength:
-		return argErrorf("%s is longer than %d bytes", field, maxIDLength)
-	case !utf8.ValidString(v) || strings.IndexFunc(v, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) >= 0:
-		return argErrorf("%s contains control characters", field)
-	}
-	return nil
-}
 
 // refusef returns a trust refusal: it wraps sentinel (so handle audits it
 // as a denial) and its message is meant for the model.
@@ -94,19 +75,13 @@ func rfc3339(t time.Time) string {
 }
 
 // isAdmin reports whether the caller may act for other users of its
-// tenant: local single-user mode, an admin role established by the edge,
-// or an admin membership of the caller's own principal (its user with the
-// tenant of its key or the issuer of its JWT).
+// tenant (tenancy.IsAdmin).
 func (h *Handlers) isAdmin(ctx context.Context, rc tenancy.RequestContext) (bool, error) {
-	switch {
-	case rc.AuthMethod == tenancy.AuthLocal, rc.Role == "admin":
-		return true, nil
-	case rc.UserID == "" || rc.DevOverride:
-		return false, nil
-	}
-	role, err := h.store.Membership(ctx, rc.TenantID, rc.Principal())
-	return role == "admin", err
+	return tenancy.IsAdmin(ctx, rc, h.store)
 }
+
+// errOtherUser refuses naming a user other than the caller's own.
+var errOtherUser = fmt.Errorf("naming another user needs an admin membership: %w", tenancy.ErrForbidden)
 
 // requireUser refuses naming a user other than the caller's own, unless
 // the caller is an admin.
@@ -120,30 +95,26 @@ func (h *Handlers) requireUser(ctx context.Context, user string) error {
 		return err
 	}
 	if !admin {
-		return fmt.Errorf("naming another user needs an admin membership: %w", tenancy.ErrForbidden)
+		return errOtherUser
 	}
 	return nil
 }
 
-// originUser returns the user a human origin names ("user_id", or EATP's
-// "human_id"); both present and different is an error.
-func originUser(origin map[string]any) (string, error) {
-	var user string
-	for _, k := range []string{"user_id", "human_id"} {
-		v, ok := origin[k]
-		if !ok {
-			continue
-		}
-		s, ok := v.(string)
-		if !ok {
-			return "", argErrorf("human_origin.%s must be a string", k)
-		}
-		if user != "" && s != user {
-			return "", argErrorf("human_origin.user_id and human_origin.human_id name different users")
-		}
-		user = s
+// checkOrigin applies delegation.CheckHumanOrigin, the rule a human origin
+// gets whether it came as the human_origin argument or in
+// X-EATP-Human-Origin, and returns the user it names. Its refusals read as
+// the argument's: a tenant mismatch, naming another user, a malformed user.
+func (h *Handlers) checkOrigin(ctx context.Context, origin map[string]any) (string, error) {
+	user, err := delegation.CheckHumanOrigin(ctx, origin, h.store)
+	switch {
+	case errors.Is(err, delegation.ErrOriginTenant):
+		return "", errForbiddenMismatch
+	case errors.Is(err, delegation.ErrOriginUser):
+		return "", errOtherUser
+	case errors.Is(err, delegation.ErrOriginShape):
+		return "", argErrorf("human_origin.user_id and human_origin.human_id must be strings naming one user")
 	}
-	return user, nil
+	return user, err
 }
 
 // ---- prepare_agent_call ----
@@ -313,7 +284,13 @@ func (h *Handlers) prepare(ctx context.Context, in prepareInput) (prepared, erro
 			}
 			base = narrowed
 		}
-		if len(inheritedOrigin) == 0 {
+		if len(inheritedOrigin) == 0 && len(tc.HumanOrigin) > 0 {
+			// From X-EATP-Human-Origin: the edge checked it already (and
+			// dropped or refused a failing one); check again here so that
+			// no path stores an origin the argument rule would refuse.
+			if _, err := h.checkOrigin(ctx, tc.HumanOrigin); err != nil {
+				return prepared{}, fmt.Errorf("your request's X-EATP-Human-Origin: %w", err)
+			}
 			inheritedOrigin = tc.HumanOrigin
 		}
 		if parent == nil {
@@ -334,11 +311,7 @@ func (h *Handlers) prepare(ctx context.Context, in prepareInput) (prepared, erro
 			return prepared{}, refusef(delegation.ErrUntrusted, "human_origin cannot differ from the one you act under")
 		}
 	case len(in.HumanOrigin) > 0:
-		user, err := originUser(in.HumanOrigin)
-		if err != nil {
-			return prepared{}, err
-		}
-		if err := h.requireUser(ctx, user); err != nil {
+		if _, err := h.checkOrigin(ctx, in.HumanOrigin); err != nil {
 			return prepared{}, err
 		}
 		origin = in.HumanOrigin
@@ -498,6 +471,10 @@ func (h *Handlers) getDelegationHistory() server.ServerTool {
 }
 
 func (h *Handlers) doGetDelegationHistory(ctx context.Context, args delegationHistoryArgs) (any, error) {
+	if err := checkOptionalIDs(idArg{"calling_agent", args.CallingAgent}, idArg{"target_agent", args.TargetAgent},
+		idArg{"tool_name", args.ToolName}, idArg{"trace_id", args.TraceID}); err != nil {
+		return nil, err
+	}
 	since, err := parseSince("since", args.Since)
 	if err != nil {
 		return nil, err
@@ -622,31 +599,93 @@ func (h *Handlers) doCallAgentTool(ctx context.Context, args callAgentToolArgs) 
 	if err != nil {
 		return nil, err
 	}
-	cred, _, err := h.store.AgentCredential(ctx, args.TargetAgent)
-	if err != nil {
-		return nil, err
-	}
-	res, callErr := h.relay(ctx, u, p, cred, args.ToolName, args.Arguments)
-	var response any
-	if callErr != nil {
-		h.log.WarnContext(ctx, "call_agent_tool failed", "delegation_id", p.rec.ID, "trace_id", p.rec.TraceID, "err", callErr)
-		response = map[string]any{"error": map[string]any{"message": "call failed"}}
-	} else if response, err = toJSONValue(res); err != nil {
-		return nil, err
+	// From here on the delegation exists and must end, whatever happens to
+	// the call: its outcome is recorded under a context the caller's
+	// cancellation does not reach, bounded by delegationEndTimeout.
+	endCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), delegationEndTimeout)
+	defer cancel()
+	ended := false
+	defer func() {
+		if !ended { // a panic between prepare and the end
+			h.failDelegation(endCtx, p.rec, memory.EndInternal, errors.New("call_agent_tool did not finish"))
+		}
+	}()
+	response, failure, callErr := h.callTarget(ctx, u, p, args)
+	if failure != "" {
+		ended = true
+		if err := h.failDelegation(endCtx, p.rec, failure, callErr); err != nil {
+			return nil, err
+		}
+		return nil, argErrorf("the call to the target agent failed (%s); delegation %s recorded as failed", failureWords[failure], p.rec.ID)
 	}
 	sum, err := delegation.SummarizeResponse(response)
 	if err != nil {
+		ended = true
+		if ferr := h.failDelegation(endCtx, p.rec, memory.EndInternal, err); ferr != nil {
+			return nil, ferr
+		}
 		return nil, err
 	}
-	v, err := h.verify(ctx, p.rec.ID, sum)
+	v, err := h.verify(endCtx, p.rec.ID, sum)
+	ended = true
 	if err != nil {
 		return nil, err
 	}
-	if callErr != nil {
-		return nil, argErrorf("the target agent could not be reached or refused the call (delegation %s recorded as failed)", p.rec.ID)
-	}
 	return callAgentToolResult{DelegationID: p.rec.ID, TraceID: p.rec.TraceID, TargetAgent: p.rec.TargetAgent,
 		ToolName: p.rec.ToolName, Valid: v.Valid, Reasons: v.Reasons, Result: response}, nil
+}
+
+// delegationEndTimeout bounds recording how a delegated call ended.
+const delegationEndTimeout = 10 * time.Second
+
+// failureWords are the client-facing words of memory's End reasons.
+var failureWords = map[string]string{
+	memory.EndCancelled:   "the call was cancelled",
+	memory.EndTimeout:     "the target agent did not answer in time",
+	memory.EndUnreachable: "the target agent could not be reached or refused the call",
+	memory.EndInternal:    "an internal error",
+}
+
+// callTarget relays the call and returns the target's response as JSON, or
+// why there is none (a memory.End* reason) with the cause.
+func (h *Handlers) callTarget(ctx context.Context, u *url.URL, p prepared, args callAgentToolArgs) (any, string, error) {
+	cred, _, err := h.store.AgentCredential(ctx, args.TargetAgent)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, memory.EndCancelled, err
+		}
+		return nil, memory.EndInternal, err
+	}
+	res, err := h.relay(ctx, u, p, cred, args.ToolName, args.Arguments)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil: // the caller's own context: cancelled (or its deadline passed)
+		return nil, memory.EndCancelled, err
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		return nil, memory.EndTimeout, err
+	default:
+		return nil, memory.EndUnreachable, err
+	}
+	response, err := toJSONValue(res)
+	if err != nil {
+		return nil, memory.EndInternal, err
+	}
+	return response, "", nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// failDelegation ends a delegation whose call produced no response and
+// logs the cause (never sent to the client).
+func (h *Handlers) failDelegation(ctx context.Context, rec memory.DelegationRecord, reason string, cause error) error {
+	h.log.WarnContext(ctx, "call_agent_tool failed", "delegation_id", rec.ID, "trace_id", rec.TraceID, "reason", reason, "err", cause)
+	if _, err := h.store.FailDelegation(ctx, rec.ID, reason); err != nil {
+		return err
+	}
+	return nil
 }
 
 func toJSONValue(v any) (any, error) {

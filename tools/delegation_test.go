@@ -154,7 +154,7 @@ func TestPrepareAgentCall(t *testing.T) {
 		{name: "self-call", ctx: alice, args: map[string]any{"calling_agent": "agent-a", "target_agent": "agent-a", "tool_name": "t"}, wantErr: "an agent cannot call itself"},
 		{name: "unregistered calling agent", ctx: alice, args: map[string]any{"calling_agent": "ghost", "target_agent": "agent-b", "tool_name": "t"}, wantErr: "not an agent registered by your tenant"},
 		{name: "other tenant's agent as caller", ctx: alice, args: map[string]any{"calling_agent": "agent-x", "target_agent": "agent-b", "tool_name": "t"}, wantErr: "not an agent registered by your tenant"},
-		{name: "control characters", ctx: alice, args: map[string]any{"calling_agent": "agent-a", "target_agent": "agent-b\r\nX-Evil: 1", "tool_name": "t"}, wantErr: "control characters"},
+		{name: "control characters", ctx: alice, args: map[string]any{"calling_agent": "agent-a", "target_agent": "agent-b\r\nX-Evil: 1", "tool_name": "t"}, wantErr: "contains control or invisible characters"},
 		{name: "ttl too long", ctx: alice, args: map[string]any{"calling_agent": "agent-a", "target_agent": "agent-b", "tool_name": "t", "ttl_seconds": 86401}, wantErr: "ttl_seconds"},
 		{name: "human origin naming another user", ctx: alice, args: map[string]any{"calling_agent": "agent-a", "target_agent": "agent-b", "tool_name": "t",
 			"human_origin": map[string]any{"user_id": "bob"}}, wantErr: "forbidden"},

@@ -243,7 +243,11 @@ func TestReadGraphBudget(t *testing.T) {
 	for i := 0; i < 200; i++ {
 		ents = append(ents, map[string]any{"name": fmt.Sprintf("e%03d", i), "entityType": "t", "observations": []string{strings.Repeat("o", 1000)}})
 	}
-	ts.call(a, "create_entities", map[string]any{"entities": ents})
+	for i := 0; i < len(ents); i += 50 { // within MaxWriteBytes per call
+		if res := ts.call(a, "create_entities", map[string]any{"entities": ents[i : i+50]}); res.IsError {
+			t.Fatalf("create_entities: %s", errText(res))
+		}
+	}
 	h := New(Deps{Store: ts.store, GraphBudget: 50_000})
 	small := server.NewMCPServer("t", "0", h.ServerOptions()...)
 	h.Register(small)

@@ -130,6 +130,11 @@ func (h *Handlers) checkArguments(rc tenancy.RequestContext, tool string, raw an
 			return nil, argErrorf("invalid arguments: %v", err)
 		}
 	}
+	if !h.readOnly[tool] { // after the schema, whose errors name the field
+		if err := checkWriteSize(raw); err != nil {
+			return nil, err
+		}
+	}
 	return raw, nil
 }
 

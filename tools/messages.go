@@ -170,6 +170,9 @@ func (h *Handlers) doSendAIMessage(ctx context.Context, args sendMessageArgs) (a
 	if content == "" {
 		return nil, argErrorf("content is required (or its alias message)")
 	}
+	if err := checkOptionalIDs(idArg{"to", args.To}, idArg{"agentId", args.AgentID}); err != nil {
+		return nil, err
+	}
 	to, err := alias("to", args.To, "agentId", args.AgentID)
 	if err != nil {
 		return nil, err

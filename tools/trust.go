@@ -85,11 +85,8 @@ func (h *Handlers) doCreateTrustSession(ctx context.Context, args createTrustSes
 		return nil, argErrorf("ttl_hours must be between 0 and %d", maxSessionTTLHours)
 	}
 	rc, _ := tenancy.FromContext(ctx)
-	user, err := originUser(args.HumanOrigin)
+	user, err := h.checkOrigin(ctx, args.HumanOrigin)
 	if err != nil {
-		return nil, err
-	}
-	if err := h.requireUser(ctx, user); err != nil {
 		return nil, err
 	}
 	origin := map[string]any{}

@@ -38,7 +38,7 @@ func TestTrustSessionTools(t *testing.T) {
 	}{
 		{"naming another user needs admin", alice, map[string]any{"human_origin": map[string]any{"user_id": "bob"}}, "forbidden"},
 		{"admin may name another user", root, map[string]any{"human_origin": map[string]any{"user_id": "bob"}, "ttl_hours": 1}, ""},
-		{"conflicting user keys", alice, map[string]any{"human_origin": map[string]any{"user_id": "alice", "human_id": "bob"}}, "different users"},
+		{"conflicting user keys", alice, map[string]any{"human_origin": map[string]any{"user_id": "alice", "human_id": "bob"}}, "naming one user"},
 		{"ttl too long", alice, map[string]any{"human_origin": map[string]any{}, "ttl_hours": 721}, "ttl_hours"},
 		{"human origin naming another tenant", alice, map[string]any{"human_origin": map[string]any{"tenantId": "b"}}, "forbidden: tenant mismatch"},
 	} {

@@ -199,6 +199,11 @@ func TestRelayEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The relay forwards alice's human origin: naming a user other than
+	// its own needs an admin membership in t2 (as the argument would).
+	if err := store2.SetMember(bg, "t2", tenancy.Principal{Kind: tenancy.PrincipalTenant, Source: "t2", UserID: "relay-from-t1"}, "admin"); err != nil {
+		t.Fatal(err)
+	}
 	ln2 := listenLoopback(t)
 	srv2 := startRelayServer(t, store2, ln2, "--eatp-mode=enforcing")
 

@@ -141,8 +141,8 @@ func stdioRecheck(store *memory.Store, rc tenancy.RequestContext) func(context.C
 func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, recheck func(context.Context) error, extra ...server.ServerOption) *server.MCPServer {
 	toolsets, _ := tools.ParseToolsets(sf.toolsets) // checked at start-up
 	h := tools.New(tools.Deps{Store: store, Logger: logger, GraphBudget: sf.graphBudget, AgentScope: store.AgentScope(),
-		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, Toolsets: toolsets, ReadOnly: sf.readOnly,
-		Embedder: sf.embed.queryEmbedder(), Recheck: recheck})
+		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, A2ATimeout: sf.trust.a2aTimeout,
+		Toolsets: toolsets, ReadOnly: sf.readOnly, Embedder: sf.embed.queryEmbedder(), Recheck: recheck})
 	opts := append(h.ServerOptions(), sf.mcpOptions...)
 	s := server.NewMCPServer("nexus-mcp", buildVersion(), append(opts, extra...)...)
 	h.Register(s)

@@ -20,6 +20,7 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/delegation"
 	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
+	"github.com/nexus-mcp/nexus-mcp/tools"
 )
 
 // EATP trust wiring: the serve flags, the trust middleware of the HTTP
@@ -33,6 +34,7 @@ type trustFlags struct {
 	requireHumanOrigin bool
 	maxDepth           int
 	a2aAllowHosts      []string
+	a2aTimeout         time.Duration
 	sweepInterval      time.Duration
 }
 
@@ -42,6 +44,7 @@ func addTrustFlags(fs *pflag.FlagSet, f *trustFlags) {
 	fs.BoolVar(&f.requireHumanOrigin, "eatp-require-human-origin", false, "refuse (enforcing) requests without X-EATP-Human-Origin")
 	fs.IntVar(&f.maxDepth, "eatp-max-depth", delegation.DefaultMaxDepth, "longest delegation chain accepted and prepared")
 	fs.StringSliceVar(&f.a2aAllowHosts, "a2a-allow-hosts", nil, "hosts (host or host:port) call_agent_tool may connect to; none by default")
+	fs.DurationVar(&f.a2aTimeout, "a2a-timeout", tools.DefaultA2ATimeout, "bound of one call_agent_tool round trip to the target agent")
 	fs.DurationVar(&f.sweepInterval, "trust-sweep-interval", 10*time.Minute, "how often expired trust sessions are removed")
 }
 
@@ -50,6 +53,9 @@ func (f *trustFlags) validate() (delegation.Mode, error) {
 	mode, err := delegation.ParseMode(f.mode)
 	if err != nil {
 		return "", fmt.Errorf("--eatp-mode: %w", err)
+	}
+	if f.a2aTimeout <= 0 {
+		return "", fmt.Errorf("--a2a-timeout must be positive")
 	}
 	if f.maxDepth < 1 || f.maxDepth > delegation.MaxChainEntries {
 		return "", fmt.Errorf("--eatp-max-depth must be between 1 and %d", delegation.MaxChainEntries)
@@ -90,6 +96,11 @@ func (a *httpApp) installTrust(tf trustFlags) error {
 			tc.Raw, tc.Signature = nil, ""
 			rc.Trust = tc
 			a.auditDenial(r, rc, "trust.denied", reason, status)
+		},
+		Membership: a.store,
+		OnOriginDropped: func(r *http.Request, reason string) {
+			rc, _ := tenancy.FromContext(r.Context())
+			a.auditDenial(r, rc, "trust.origin_dropped", reason, http.StatusOK)
 		},
 	}
 	a.trust = func(next http.Handler) http.Handler { return delegation.Middleware(cfg, next) }
