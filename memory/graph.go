@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -114,14 +115,20 @@ func (s *Store) CreateEntities(ctx context.Context, entities []Entity) ([]Entity
 			return fmt.Errorf("create entities: %w", err)
 		}
 		k := 0
+		var docs []entityDoc
 		for i, e := range entities {
-			if _, ok := ids[i]; !ok {
+			id, ok := ids[i]
+			if !ok {
 				continue
 			}
 			e.Observations = added[k]
 			k++
 			e.CreatedAt, e.UpdatedAt = t.now, t.now
 			created = append(created, e)
+			docs = append(docs, docOf(id, e.Name, e.EntityType, e.Aliases, e.Observations))
+		}
+		if err := indexNewDocs(t, tenant, docs); err != nil {
+			return fmt.Errorf("create entities: index: %w", err)
 		}
 		return nil
 	})
@@ -338,13 +345,20 @@ func (s *Store) AddObservations(ctx context.Context, adds []ObservationAdd) ([]O
 			return fmt.Errorf("add observations: %w", err)
 		}
 		out = make([]ObservationsAdded, len(adds))
+		var changed []int64
 		for i, a := range adds {
 			out[i] = ObservationsAdded{EntityName: a.EntityName, Added: added[i]}
 			if len(added[i]) > 0 {
 				if _, err := t.exec(`UPDATE entities SET updated_at = ? WHERE tenant_id = ? AND id = ?`, t.now, tenant, items[i].id); err != nil {
 					return err
 				}
+				if !slices.Contains(changed, items[i].id) {
+					changed = append(changed, items[i].id)
+				}
 			}
+		}
+		if err := reindexEntities(t, tenant, changed); err != nil {
+			return fmt.Errorf("add observations: index: %w", err)
 		}
 		return nil
 	})
@@ -366,8 +380,26 @@ func (s *Store) DeleteEntities(ctx context.Context, names []string) error {
 		return err
 	}
 	return s.write(ctx, func(t *txn) error {
-		_, err := t.exec(`DELETE FROM entities WHERE tenant_id = ? AND name IN (SELECT value FROM json_each(?))`, tenant, string(list))
-		return err
+		rows, err := t.query(`DELETE FROM entities WHERE tenant_id = ? AND name IN (SELECT value FROM json_each(?)) RETURNING id`, tenant, string(list))
+		if err != nil {
+			return err
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return reindexEntities(t, tenant, ids)
 	})
 }
 
@@ -397,6 +429,9 @@ func (s *Store) DeleteObservations(ctx context.Context, dels []ObservationDeleti
 					return err
 				}
 				t.embedChanged(tenant, id)
+				if err := reindexEntities(t, tenant, []int64{id}); err != nil {
+					return fmt.Errorf("delete observations: index: %w", err)
+				}
 			}
 		}
 		return nil

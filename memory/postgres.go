@@ -67,6 +67,10 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 		s.Close()
 		return nil, err
 	}
+	if err := s.indexUnindexed(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	// The change listener: resource updates and cache invalidations from
 	// every replica. Open waits for it, so that nothing published after
 	// Open returns is missed.

@@ -127,27 +127,7 @@ func TestSearchEntities(t *testing.T) {
 	})
 }
 
-func TestSearchWords(t *testing.T) {
-	tests := []struct {
-		in   string
-		want []string
-	}{
-		{"Kafka kafka KAFKA", []string{"kafka"}},
-		{`"quoted" (parens) AND or NEAR*`, []string{"quoted", "parens", "and", "or", "near"}},
-		{"can't stop", []string{"can", "t", "stop"}},
-		{"日本語 テキスト", []string{"日本語", "テキスト"}},
-		{"", nil},
-		{strings.Repeat("w ", 3) + "a b c d e f g h i j k l m n o p q r", []string{"w", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o"}},
-	}
-	for _, tc := range tests {
-		if got := searchWords(tc.in); !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("searchWords(%q) = %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
-// FuzzSearchQuery proves the query sanitizer never yields an FTS syntax
-// error: every search of any input succeeds, in every mode.
+// FuzzSearchQuery: every search of any input succeeds, in every mode.
 func FuzzSearchQuery(f *testing.F) {
 	for _, seed := range []string{"kafka", `"`, `a"b`, "NEAR(a b)", "x*", "-x", "a AND", "^x", "col:x", "{a b}:c", "\x00", "é", "ﬁ"} {
 		f.Add(seed)
@@ -168,24 +148,6 @@ func FuzzSearchQuery(f *testing.F) {
 			}
 			if _, err := s.SearchEntities(a, sq); err != nil {
 				t.Errorf("SearchEntities(%q, %s) = %v", q, mode, err)
-			}
-		}
-		// Each word's match argument is valid syntax for the engine:
-		// FTS5 MATCH on SQLite, to_tsquery on PostgreSQL.
-		query := `SELECT count(*) FROM entities_words_fts WHERE entities_words_fts MATCH ?`
-		if s.pg != nil {
-			query = `SELECT count(*) FROM entities WHERE ` + pgEntityWords + ` @@ ` + pgWordQuery
-		}
-		for _, w := range searchWords(q) {
-			for _, tier := range []int{tierName, tierType, tierObservation} {
-				match, ok := wordMatch(s.pg != nil, w, tier)
-				if !ok {
-					continue
-				}
-				var n int
-				if err := s.r.QueryRow(s.sqlFor(query), match).Scan(&n); err != nil {
-					t.Errorf("match %q for word %q of %q: %v", match, w, q, err)
-				}
 			}
 		}
 	})

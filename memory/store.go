@@ -389,6 +389,10 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 		s.Close()
 		return nil, err
 	}
+	if err := s.indexUnindexed(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

@@ -22,7 +22,7 @@ import (
 
 // stdioClient starts the test binary as a stdio server on db with extra env
 // and returns an initialized mcp-go client.
-func stdioClient(t *testing.T, db string, env ...string) *client.Client {
+func stdioClient(t testing.TB, db string, env ...string) *client.Client {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
