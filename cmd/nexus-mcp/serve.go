@@ -162,6 +162,9 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 	if _, err := sf.trust.validate(); err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
+	if sf.http.shutdownTimeout <= 0 {
+		return &exitError{code: 1, msg: "--shutdown-timeout must be positive"}
+	}
 	defer startTrustSweep(ctx, store, logger, sf.trust.sweepInterval)()
 	rc, err := stdioIdentity(ctx, store, logger)
 	if err != nil {
@@ -181,7 +184,12 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 	stdio.SetContextFunc(func(ctx context.Context) context.Context {
 		return tenancy.NewContext(ctx, rc)
 	})
-	err = stdio.Listen(ctx, stdin, stdout)
+	// Listen cancels whatever is running once its input ends; the drain
+	// ends that input only after in-flight requests are answered (or
+	// --shutdown-timeout), on EOF and on SIGTERM/SIGINT alike.
+	drain := newStdioDrain()
+	in := drain.reader(ctx, stdin, sf.http.shutdownTimeout, logger)
+	err = stdio.Listen(context.WithoutCancel(ctx), in, drain.writer(stdout))
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
