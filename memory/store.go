@@ -331,9 +331,17 @@ func IsPostgresURL(db string) bool {
 // created if needed, with directory mode 0700 and file mode 0600.
 func Open(ctx context.Context, db string, opts Options) (*Store, error) {
 	if IsPostgresURL(db) {
-		return openPostgres(ctx, db, opts)
+		s, err := openPostgres(ctx, db, opts)
+		if err != nil {
+			return nil, fmt.Errorf("database %s: %w", redactURL(db), err)
+		}
+		return s, nil
 	}
-	return openSQLite(ctx, db, opts)
+	s, err := openSQLite(ctx, db, opts)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", db, err)
+	}
+	return s, nil
 }
 
 func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) {

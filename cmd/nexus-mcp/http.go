@@ -229,7 +229,7 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 		logger.Warn(envDevHeaders + "=1: X-User-Id overrides the user of authenticated requests; never use in production")
 	}
 
-	store, err := openServeStore(ctx, g, sf)
+	store, err := openServeStore(ctx, g, sf, logger, true)
 	if err != nil {
 		return err
 	}
