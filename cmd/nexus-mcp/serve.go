@@ -152,9 +152,9 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 	rc, _, err := tenancy.VerifyAPIKey(ctx, store, key, time.Now())
 	switch {
 	case errors.Is(err, tenancy.ErrUnauthenticated):
-		return rc, &exitError{code: 1, msg: "NEXUS_API_KEY is not a valid key in database " + store.Path() + " (unknown, revoked or expired); refusing to start"}
+		return rc, &exitError{code: 1, msg: "NEXUS_API_KEY is not a valid key in database " + store.Location() + " (unknown, revoked or expired); refusing to start"}
 	case errors.Is(err, tenancy.ErrForbidden):
-		return rc, &exitError{code: 1, msg: "the tenant of NEXUS_API_KEY is disabled in database " + store.Path() + "; refusing to start"}
+		return rc, &exitError{code: 1, msg: "the tenant of NEXUS_API_KEY is disabled in database " + store.Location() + "; refusing to start"}
 	case err != nil:
 		return rc, fmt.Errorf("verify NEXUS_API_KEY: %w", err)
 	}
@@ -207,6 +207,9 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 	defer startTrustSweep(ctx, store, logger, sf.trust.sweepInterval)()
 	rc, err := stdioIdentity(ctx, store, logger)
 	if err != nil {
+		return err
+	}
+	if err := importMemoryFile(ctx, store, rc, logger); err != nil {
 		return err
 	}
 	if err := sf.embed.setup(logger); err != nil {

@@ -111,7 +111,7 @@ func newImportCmd(g *globalFlags) *cobra.Command {
 					}
 				}
 				if _, err := s.Tenant(cmd.Context(), tenant); errors.Is(err, memory.ErrNotFound) {
-					return &exitError{code: 1, msg: fmt.Sprintf("tenant %q not found in database %s; create it with `nexus-mcp tenants create %s`; nothing imported", tenant, s.Path(), tenant)}
+					return &exitError{code: 1, msg: fmt.Sprintf("tenant %q not found in database %s; create it with `nexus-mcp tenants create %s`; nothing imported", tenant, s.Location(), tenant)}
 				} else if err != nil {
 					return err
 				}
