@@ -20,7 +20,7 @@ func withStore(cmd *cobra.Command, g *globalFlags, fn func(*memory.Store) error)
 
 // withStoreOptions is withStore with store options.
 func withStoreOptions(cmd *cobra.Command, g *globalFlags, opts memory.Options, fn func(*memory.Store) error) error {
-	store, err := openStoreWith(cmd.Context(), g, opts)
+	store, err := openStoreWith(cmd.Context(), g, opts, nil)
 	if err != nil {
 		return err
 	}
