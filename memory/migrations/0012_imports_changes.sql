@@ -15,7 +15,7 @@ CREATE TABLE memory_file_imports (
 -- are pruned after a minute.
 CREATE TABLE changes (
 	seq       INTEGER PRIMARY KEY AUTOINCREMENT,
-	tenant_id TEXT NOT NULL,
+	tenant_id TEXT NOT NULL REFERENCES tenants(id),
 	kind      TEXT NOT NULL,
 	origin    TEXT NOT NULL,
 	at        TEXT NOT NULL

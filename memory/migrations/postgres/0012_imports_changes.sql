@@ -10,7 +10,7 @@ CREATE TABLE memory_file_imports (
 
 CREATE TABLE changes (
 	seq       BIGSERIAL PRIMARY KEY,
-	tenant_id TEXT NOT NULL,
+	tenant_id TEXT NOT NULL REFERENCES tenants(id),
 	kind      TEXT NOT NULL,
 	origin    TEXT NOT NULL,
 	at        TEXT NOT NULL
