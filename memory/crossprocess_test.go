@@ -76,3 +76,22 @@ func TestWatchOtherProcesses(t *testing.T) {
 		t.Errorf("watchers after every stop = %d, want 0", n)
 	}
 }
+
+// BenchmarkPublishSQLite is the cost a graph write pays on SQLite for
+// reaching other processes: one small write transaction per change.
+func BenchmarkPublishSQLite(b *testing.B) {
+	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "nexus.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.CreateTenant(context.Background(), "a", ""); err != nil {
+		b.Fatal(err)
+	}
+	ctx := as("a")
+	for b.Loop() {
+		if err := s.Publish(ctx, ChangeGraph); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
