@@ -49,7 +49,7 @@ func newLogger(w io.Writer, g *globalFlags) (*slog.Logger, error) {
 		}
 	}
 	switch g.logFormat {
-	case "text":
+	case "text", "": // "": the flag's default when globalFlags is built in code
 		return slog.New(slog.NewTextHandler(w, opts)), nil
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
