@@ -26,7 +26,7 @@ func TestImportOnce(t *testing.T) {
 	if err != nil || at == "" || res.EntitiesCreated != 0 {
 		t.Errorf("second ImportOnce = %+v, %q, %v; want nothing imported and the first import's time", res, at, err)
 	}
-	g, err := s.OpenNodes(a, []string{"carried", "gone"})
+	g, err := s.OpenNodes(a, []string{"carried", "gone"}, Page{})
 	if err != nil || len(g.Entities) != 1 || g.Entities[0].Name != "carried" {
 		t.Errorf("after the second start OpenNodes = %+v, %v; want only carried", g, err)
 	}
