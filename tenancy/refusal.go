@@ -8,7 +8,10 @@ const (
 	ReasonHostNotAllowed   = "host_not_allowed"
 	ReasonOriginNotAllowed = "origin_not_allowed"
 	ReasonRateLimited      = "rate_limited"
-	ReasonBodyTooLarge     = "body_too_large"
+	// ReasonSourceRateLimited: too many failed authentications from one
+	// source address (SourceLimiter).
+	ReasonSourceRateLimited = "source_rate_limited"
+	ReasonBodyTooLarge      = "body_too_large"
 )
 
 type refusalKey struct{}
