@@ -37,8 +37,9 @@ type change struct {
 	Origin string `json:"o,omitempty"`
 }
 
-// changeFeed fans change events out to callbacks. On SQLite the only
-// process is this one and Publish calls them directly; on PostgreSQL
+// changeFeed fans change events out to callbacks. On SQLite Publish calls
+// them directly, and other processes on the file see graph changes through
+// the changes table (crossprocess.go); on PostgreSQL
 // Publish sends a NOTIFY and a listener connection delivers every event,
 // this replica's included.
 type changeFeed struct {
@@ -75,7 +76,11 @@ func (s *Store) Publish(ctx context.Context, kind string) error {
 func (s *Store) publish(ctx context.Context, c change) error {
 	if s.pg == nil {
 		s.deliver(c)
-		return nil
+		if c.Kind != ChangeGraph {
+			// per-agent cache drops stay in this process
+			return nil
+		}
+		return s.appendChange(ctx, c)
 	}
 	b, _ := json.Marshal(c) // three strings: cannot fail
 	_, err := s.w.ExecContext(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, string(b))

@@ -110,6 +110,9 @@ type Store struct {
 	pg *pgBackend
 	// feed delivers change events (notify.go).
 	feed changeFeed
+	// sqliteChanges carries change events between processes on one
+	// SQLite file (crossprocess.go); nil on PostgreSQL.
+	sqliteChanges *sqliteChanges
 	// collab is the agent scope and the (tenant, agent) caches of the
 	// collaboration tables; see agents.go.
 	collab *collab
@@ -331,9 +334,17 @@ func IsPostgresURL(db string) bool {
 // created if needed, with directory mode 0700 and file mode 0600.
 func Open(ctx context.Context, db string, opts Options) (*Store, error) {
 	if IsPostgresURL(db) {
-		return openPostgres(ctx, db, opts)
+		s, err := openPostgres(ctx, db, opts)
+		if err != nil {
+			return nil, fmt.Errorf("database %s: %w", redactURL(db), err)
+		}
+		return s, nil
 	}
-	return openSQLite(ctx, db, opts)
+	s, err := openSQLite(ctx, db, opts)
+	if err != nil {
+		return nil, fmt.Errorf("database %s: %w", db, err)
+	}
+	return s, nil
 }
 
 func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) {
@@ -378,7 +389,8 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	r.SetConnMaxIdleTime(0)
 	r.SetConnMaxLifetime(0)
 
-	s := &Store{path: path, w: w, r: r, now: opts.Now, collab: collab, gate: newWriteGate(1)}
+	s := &Store{path: path, w: w, r: r, now: opts.Now, collab: collab, gate: newWriteGate(1),
+		sqliteChanges: newSQLiteChanges(opts.logger())}
 	s.wStmts.db, s.rStmts.db = w, r
 	s.trigramDF, _ = lru.New[string, int](1 << 16) // New fails only for a size <= 0
 	if err := s.checkWAL(ctx); err != nil {

@@ -278,6 +278,7 @@ func (a *Authenticator) deny(w http.ResponseWriter, r *http.Request, log *slog.L
 		attrs = append(attrs, "err", err.Error())
 	}
 	log.Log(r.Context(), level, "request denied", attrs...)
+	NoteRefusal(r.Context(), reason)
 	switch {
 	case status == http.StatusUnauthorized && a.OAuth != nil:
 		WriteOAuthUnauthorized(w, a.OAuth.MetadataURL(), reason != ReasonMissingCredentials)
@@ -489,6 +490,7 @@ func OriginCheck(allowed []string, loopbackSameOrigin bool, next http.Handler) h
 		if vals := r.Header.Values("Origin"); len(vals) > 0 {
 			ok := len(vals) == 1 && (set[strings.ToLower(vals[0])] || loopbackSameOrigin && sameLoopbackOrigin(vals[0], r.Host))
 			if !ok {
+				NoteRefusal(r.Context(), ReasonOriginNotAllowed)
 				WriteForbidden(w)
 				return
 			}
@@ -519,6 +521,7 @@ func HostCheck(allowedHosts []string, next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h := hostOnly(r.Host); h == "" || !set[h] {
+			NoteRefusal(r.Context(), ReasonHostNotAllowed)
 			WriteForbidden(w)
 			return
 		}
@@ -542,6 +545,7 @@ func hostOnly(hostport string) string {
 func BodyLimit(n int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > n {
+			NoteRefusal(r.Context(), ReasonBodyTooLarge)
 			w.Header().Set("Connection", "close")
 			writeFixed(w, http.StatusRequestEntityTooLarge, bodyTooLarge)
 			return

@@ -196,6 +196,7 @@ func (l *RateLimiter) Middleware(next http.Handler) http.Handler {
 			secs := max(1, int64(math.Ceil(wait.Seconds())))
 			w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 			writeFixed(w, http.StatusTooManyRequests, bodyRateLimited)
+			NoteRefusal(r.Context(), ReasonRateLimited)
 			if l.OnLimited != nil {
 				l.OnLimited(r, rc)
 			}

@@ -158,6 +158,7 @@ func (l *SourceLimiter) Middleware(authenticate func(http.Handler) http.Handler,
 			return
 		}
 		w.Header().Set("Retry-After", strconv.FormatInt(max(1, int64(math.Ceil(wait.Seconds()))), 10))
+		NoteRefusal(r.Context(), ReasonSourceRateLimited)
 		writeFixed(w, http.StatusTooManyRequests, bodyRateLimited)
 		if l.OnLimited != nil {
 			l.OnLimited(r, src)

@@ -30,6 +30,10 @@ type GraphStore interface {
 	// resource subscribers of every replica sharing the database.
 	Publish(ctx context.Context, kind string) error
 	OnChange(fn func(kind, tenant string))
+	// WatchOtherProcesses makes changes published by other processes on
+	// the same SQLite file reach OnChange too, until stop is called; it is
+	// on while this process has resource subscribers.
+	WatchOtherProcesses() (stop func())
 }
 
 // entityWire is an entity as the reference server sends and receives it.

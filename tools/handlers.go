@@ -226,6 +226,9 @@ func (h *Handlers) ServerOptions() []server.ServerOption {
 func (h *Handlers) Register(s *server.MCPServer) {
 	h.srv = s
 	h.store.OnChange(h.notifySubscribers)
+	h.subs.mu.Lock()
+	h.subs.watch = h.store.WatchOtherProcesses
+	h.subs.mu.Unlock()
 	s.AddTools(h.exposed()...)
 	if slices.Contains(h.toolsets, "graph") {
 		s.AddResources(h.graphResource())

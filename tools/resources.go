@@ -114,6 +114,11 @@ type subscriptions struct {
 	sessions map[string]*subscriber
 	// listens maps each open subscriptions/listen stream to its tenant.
 	listens map[server.ClientSession]string
+	// watch, when set, is called when the first subscriber appears, and
+	// the stop it returns when the last one goes (the store then looks
+	// for other processes' changes only while someone listens).
+	watch     func() (stop func())
+	stopWatch func()
 }
 
 type subscriber struct {
@@ -133,6 +138,25 @@ func sessionTenant(ctx context.Context) (session server.ClientSession, tenant st
 	return session, tenant, session != nil && err == nil
 }
 
+// rewatch turns the store's watch on or off after the subscribers
+// changed. Call it with s.mu held.
+func (s *subscriptions) rewatch() {
+	if s.watch == nil {
+		return
+	}
+	active := len(s.listens) > 0
+	for _, sub := range s.sessions {
+		active = active || len(sub.uris) > 0
+	}
+	switch {
+	case active && s.stopWatch == nil:
+		s.stopWatch = s.watch()
+	case !active && s.stopWatch != nil:
+		s.stopWatch()
+		s.stopWatch = nil
+	}
+}
+
 func (s *subscriptions) install(hooks *server.Hooks) {
 	hooks.AddAfterSubscribe(func(ctx context.Context, _ any, msg *mcp.SubscribeRequest, _ *mcp.EmptyResult) {
 		session, tenant, ok := sessionTenant(ctx)
@@ -147,6 +171,7 @@ func (s *subscriptions) install(hooks *server.Hooks) {
 			s.sessions[session.SessionID()] = sub
 		}
 		sub.uris[msg.Params.URI] = true
+		s.rewatch()
 	})
 	hooks.AddAfterUnsubscribe(func(ctx context.Context, _ any, msg *mcp.UnsubscribeRequest, _ *mcp.EmptyResult) {
 		if session := server.ClientSessionFromContext(ctx); session != nil {
@@ -155,12 +180,14 @@ func (s *subscriptions) install(hooks *server.Hooks) {
 			if sub := s.sessions[session.SessionID()]; sub != nil {
 				delete(sub.uris, msg.Params.URI)
 			}
+			s.rewatch()
 		}
 	})
 	hooks.AddOnUnregisterSession(func(_ context.Context, session server.ClientSession) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		delete(s.sessions, session.SessionID())
+		s.rewatch()
 	})
 	// A listen stream is tracked from before its handler records the
 	// filter until the handler returns, with a result or an error.
@@ -172,12 +199,14 @@ func (s *subscriptions) install(hooks *server.Hooks) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.listens[session] = tenant
+		s.rewatch()
 	})
 	endListen := func(ctx context.Context) {
 		if session := server.ClientSessionFromContext(ctx); session != nil {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			delete(s.listens, session)
+			s.rewatch()
 		}
 	}
 	hooks.AddAfterSubscriptionsListen(func(ctx context.Context, _ any, _ *mcp.SubscriptionsListenRequest, _ *mcp.SubscriptionsListenResult) {

@@ -13,14 +13,28 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
-// withStore opens the database for one administrative command.
+// withStore opens the existing database for one administrative command.
 func withStore(cmd *cobra.Command, g *globalFlags, fn func(*memory.Store) error) error {
 	return withStoreOptions(cmd, g, memory.Options{}, fn)
 }
 
 // withStoreOptions is withStore with store options.
 func withStoreOptions(cmd *cobra.Command, g *globalFlags, opts memory.Options, fn func(*memory.Store) error) error {
-	store, err := openStoreWith(cmd.Context(), g, opts)
+	store, err := openStoreWith(cmd.Context(), g, opts, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return fn(store)
+}
+
+// withNewStore opens the database for a command that may start one
+// (`tenants create`, `import`), creating a SQLite file that does not exist
+// and saying so on stderr.
+func withNewStore(cmd *cobra.Command, g *globalFlags, fn func(*memory.Store) error) error {
+	store, err := openStoreWith(cmd.Context(), g, memory.Options{}, func(path string) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "nexus-mcp: created database %s\n", path)
+	})
 	if err != nil {
 		return err
 	}
@@ -41,7 +55,7 @@ func newTenantsCmd(g *globalFlags) *cobra.Command {
 	create := &cobra.Command{
 		Use: "create TENANT", Short: "Create a tenant", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withStore(cmd, g, func(s *memory.Store) error {
+			return withNewStore(cmd, g, func(s *memory.Store) error {
 				if err := s.CreateTenant(cmd.Context(), args[0], name); err != nil {
 					return err
 				}

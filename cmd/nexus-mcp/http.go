@@ -98,13 +98,13 @@ func addHTTPFlags(fs *pflag.FlagSet, f *httpFlags) {
 	fs.StringVar(&f.jwtAudience, "jwt-audience", "", "required JWT audience (aud)")
 	fs.DurationVar(&f.jwtLeeway, "jwt-leeway", tenancy.DefaultJWTLeeway, "clock skew allowed for JWT exp, nbf and iat (0: none)")
 	fs.StringVar(&f.jwtTenantClaim, "jwt-tenant-claim", tenancy.DefaultTenantClaim, "JWT claim naming the tenant (org_id is accepted when it is absent)")
-	fs.Float64Var(&f.rateRPS, "rate-rps", 0, "default requests per second per tenant (0: unlimited unless set with `tenants limit`)")
+	fs.Float64Var(&f.rateRPS, "rate-rps", 0, "default requests per second per tenant (0: unlimited unless set per tenant with nexus-mcp tenants limit)")
 	fs.IntVar(&f.rateBurst, "rate-burst", 0, "default burst per tenant (0: max(1, ceil(rate-rps)))")
 	fs.Float64Var(&f.authFailRPS, "auth-fail-rps", tenancy.DefaultSourceFailRPS, "refused authentications per second a client address (IPv6: its /64) may sustain before its requests get 429 (0: no limit)")
 	fs.IntVar(&f.authFailBurst, "auth-fail-burst", tenancy.DefaultSourceFailBurst, "refused authentications a client address may have in a row")
 	fs.BoolVar(&f.metricsTenantLabels, "metrics-tenant-labels", false, "label /metrics series with tenant IDs")
 	fs.DurationVar(&f.sessionIdleTimeout, "session-idle-timeout", 30*time.Minute, "MCP sessions unused for this long expire (then 404)")
-	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM/SIGINT waits for in-flight HTTP requests")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 20*time.Second, "how long SIGTERM/SIGINT (and, on stdio, the end of stdin) waits for in-flight requests")
 	addOAuthFlags(fs, &f.oauth)
 }
 
@@ -201,7 +201,7 @@ func (f *httpFlags) jwtVerifier() (*tenancy.JWTVerifier, error) {
 // inconsistent configuration, serves until ctx ends (SIGTERM/SIGINT), then
 // drains in-flight requests and closes the store.
 func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Writer) error {
-	logger, err := newLogger(stderr, g.logLevel)
+	logger, err := newLogger(stderr, g)
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func serveHTTP(ctx context.Context, g *globalFlags, sf *serveFlags, stderr io.Wr
 		logger.Warn(envDevHeaders + "=1: X-User-Id overrides the user of authenticated requests; never use in production")
 	}
 
-	store, err := openServeStore(ctx, g, sf)
+	store, err := openServeStore(ctx, g, sf, logger, true)
 	if err != nil {
 		return err
 	}
@@ -389,6 +389,7 @@ func (a *httpApp) handler() http.Handler {
 	h = a.limiter.Middleware(h)
 	h = trust(h)
 	h = a.ensureTenant(h)
+	h = accessTenant(h)
 	h = a.sources.Middleware(a.auth.Middleware, h)
 	h = tenancy.BodyLimit(a.flags.maxBody, h)
 
@@ -403,7 +404,7 @@ func (a *httpApp) handler() http.Handler {
 	if a.hostCheck {
 		root = tenancy.HostCheck(loopbackHosts(a.flags.addr), root)
 	}
-	return a.metrics.httpMiddleware(writeDeadline(root))
+	return accessLog(a.log, a.metrics.httpMiddleware(writeDeadline(root)))
 }
 
 // writeDeadline gives every response a fresh write deadline. Without it a
@@ -507,6 +508,7 @@ const reasonInvalidTenantID = "invalid_tenant_id"
 // Authenticator's OnDenied hook, so that metrics (and whatever else is
 // hooked there) see it like the Authenticator's own.
 func (a *httpApp) denied(r *http.Request, rc tenancy.RequestContext, reason string, status int) {
+	tenancy.NoteRefusal(r.Context(), reason)
 	if a.auth.OnDenied != nil {
 		a.auth.OnDenied(r, rc, reason, status)
 	}
@@ -658,10 +660,12 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
+				tenancy.NoteRefusal(r.Context(), tenancy.ReasonBodyTooLarge)
 				w.Header().Set("Connection", "close")
 				writeJSON(w, http.StatusRequestEntityTooLarge, `{"error":"request body too large"}`)
 				return
 			}
+			tenancy.NoteRefusal(r.Context(), "unreadable_body")
 			writeJSON(w, http.StatusBadRequest, `{"error":"cannot read request body"}`)
 			return
 		}
@@ -675,11 +679,13 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	isRPC := false
 	if r.Method == http.MethodPost {
 		env, isRPC = parseEnvelope(body)
+		noteRPC(r.Context(), string(env.Method))
 	}
 
 	ids := r.Header.Values(server.HeaderKeySessionID)
 	switch {
 	case len(ids) > 1:
+		tenancy.NoteRefusal(r.Context(), "several_session_ids")
 		writeJSON(w, http.StatusBadRequest, `{"error":"several session ids"}`)
 		return
 	case len(ids) == 0:
@@ -701,6 +707,7 @@ func (g *sessionGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	id := ids[0]
 	if !g.acquire(r.Context(), id, p) {
+		tenancy.NoteRefusal(r.Context(), "session_not_found")
 		writeJSON(w, http.StatusNotFound, `{"error":"session not found"}`)
 		return
 	}

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -30,10 +29,37 @@ func buildVersion() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
+	bi, _ := debug.ReadBuildInfo()
+	return versionOf(bi)
+}
+
+// versionOf is the version the build info names: the module version
+// (`go install ...@v1.2.3` records v1.2.3), else the VCS revision a build
+// from a checkout records, else "dev".
+func versionOf(bi *debug.BuildInfo) string {
+	if bi == nil {
+		return "dev"
 	}
-	return "dev"
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	if rev == "" {
+		return "dev"
+	}
+	v := "dev+" + rev[:min(12, len(rev))]
+	if modified == "true" {
+		v += ".dirty"
+	}
+	return v
 }
 
 // exitError carries a process exit code and a one-line message for stderr.
@@ -72,8 +98,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 // globalFlags are the flags every command shares.
 type globalFlags struct {
-	db       string
-	logLevel string
+	db             string
+	logLevel       string
+	logFormat      string // text or json
+	logTenantNames bool   // tenant ids in logs as they are, not hashed
 }
 
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -92,8 +120,10 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 			return flagsFromEnv(cmd)
 		},
 	}
-	root.PersistentFlags().StringVar(&g.db, "db", "", "database file (default $XDG_DATA_HOME/nexus-mcp/nexus.db)")
+	root.PersistentFlags().StringVar(&g.db, "db", "", "database: a SQLite file path or a PostgreSQL URL postgres://... (default $XDG_DATA_HOME/nexus-mcp/nexus.db)")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.PersistentFlags().BoolVar(&g.logTenantNames, "log-tenant-names", false, "write tenant ids into logs (default: an opaque short hash of each)")
 	addServeFlags(root.Flags(), sf)
 	root.AddCommand(serve, newTenantsCmd(g), newKeysCmd(g), newMembersCmd(g),
 		newImportCmd(g), newExportCmd(g), newReindexCmd(g), newVersionCmd())
@@ -120,14 +150,6 @@ func flagsFromEnv(cmd *cobra.Command) error {
 	cmd.Flags().VisitAll(set)
 	cmd.InheritedFlags().VisitAll(set)
 	return errors.Join(errs...)
-}
-
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("invalid --log-level %q", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 func newVersionCmd() *cobra.Command {

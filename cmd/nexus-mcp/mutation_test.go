@@ -154,6 +154,7 @@ var mtUnexercised = []struct {
 	{"admin.go", "from members where tenant_id = ? order by user_id", "CLI member list (administrative), no MCP tool"},
 	{"audit.go", "select count(*) from audit_log where tenant_id = ?", "AuditTenants: CLI audit verify, the reserved unauthenticated chain"},
 	{"transfer.go", "where r.tenant_id = ? order by r.id", "CLI export"},
+	{"transfer.go", "from memory_file_imports where tenant_id = ?", "start-up import of MEMORY_FILE_PATH, not a request path; isolation in memory TestImportOnce"},
 	{"trustkeys.go", "select credential from agent_credentials", "A2A credential forwarding needs a live target endpoint; isolation in memory TestAgentCredentials"},
 	{"trustsessions.go", "delete from trust_sessions where tenant_id = ? and expires_at <= ?", "background expiry sweep (startTrustSweep), not a request path"},
 	{"graph.go", "ilike", "PostgreSQL branch (Store.pg), the matrix runs on SQLite"},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"log/slog"
 	"os"
@@ -69,27 +70,63 @@ func newServeCmd(g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr
 	return cmd
 }
 
-// openStore opens the database named by --db or the default path.
+// openStore opens an existing database named by --db or the default path
+// for an administrative command; a SQLite file that does not exist is
+// refused, not created (a mistyped --db must not look like an empty
+// database).
 func openStore(ctx context.Context, g *globalFlags) (*memory.Store, error) {
-	return openStoreWith(ctx, g, memory.Options{})
+	return openStoreWith(ctx, g, memory.Options{}, nil)
 }
 
 // openServeStore opens the store for serving, with the serve flags that
-// configure it (--agent-scope).
-func openServeStore(ctx context.Context, g *globalFlags, sf *serveFlags) (*memory.Store, error) {
-	return openStoreWith(ctx, g, memory.Options{AgentScope: sf.agentScope})
+// configure it (--agent-scope), creating a SQLite file that does not exist
+// (logged) unless create is false.
+func openServeStore(ctx context.Context, g *globalFlags, sf *serveFlags, logger *slog.Logger, create bool) (*memory.Store, error) {
+	var created func(string)
+	if create {
+		created = func(path string) { logger.Info("created database", "db", path) }
+	}
+	return openStoreWith(ctx, g, memory.Options{AgentScope: sf.agentScope}, created)
 }
 
-func openStoreWith(ctx context.Context, g *globalFlags, opts memory.Options) (*memory.Store, error) {
-	path := g.db
-	if path == "" {
-		p, err := memory.DefaultPath()
-		if err != nil {
-			return nil, err
-		}
-		path = p
+// dbPath is the database --db names, or the default path.
+func dbPath(g *globalFlags) (string, error) {
+	if g.db != "" {
+		return g.db, nil
 	}
-	return memory.Open(ctx, path, opts)
+	return memory.DefaultPath()
+}
+
+// openStoreWith opens the database. A SQLite file that does not exist is
+// created only when created is not nil, which is then called with its path;
+// otherwise it is refused with a message naming the path and what creates
+// it. PostgreSQL URLs are opened as they are.
+func openStoreWith(ctx context.Context, g *globalFlags, opts memory.Options, created func(path string)) (*memory.Store, error) {
+	path, err := dbPath(g)
+	if err != nil {
+		return nil, err
+	}
+	isNew := false
+	if !memory.IsPostgresURL(path) {
+		_, err := os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist) && created == nil:
+			return nil, &exitError{code: 1, msg: fmt.Sprintf(
+				"database %s does not exist (check --db or NEXUS_DB); `nexus-mcp serve`, `nexus-mcp import` or `nexus-mcp tenants create` create one", path)}
+		case errors.Is(err, fs.ErrNotExist):
+			isNew = true
+		case err != nil:
+			return nil, fmt.Errorf("database %s: %w", path, err)
+		}
+	}
+	s, err := memory.Open(ctx, path, opts)
+	if err != nil {
+		return nil, err
+	}
+	if isNew {
+		created(path)
+	}
+	return s, nil
 }
 
 // stdioIdentity decides the identity of every request of a stdio server,
@@ -115,9 +152,9 @@ func stdioIdentity(ctx context.Context, store *memory.Store, logger *slog.Logger
 	rc, _, err := tenancy.VerifyAPIKey(ctx, store, key, time.Now())
 	switch {
 	case errors.Is(err, tenancy.ErrUnauthenticated):
-		return rc, &exitError{code: 1, msg: "NEXUS_API_KEY is not a valid key (unknown, revoked or expired); refusing to start"}
+		return rc, &exitError{code: 1, msg: "NEXUS_API_KEY is not a valid key in database " + store.Location() + " (unknown, revoked or expired); refusing to start"}
 	case errors.Is(err, tenancy.ErrForbidden):
-		return rc, &exitError{code: 1, msg: "the tenant of NEXUS_API_KEY is disabled; refusing to start"}
+		return rc, &exitError{code: 1, msg: "the tenant of NEXUS_API_KEY is disabled in database " + store.Location() + "; refusing to start"}
 	case err != nil:
 		return rc, fmt.Errorf("verify NEXUS_API_KEY: %w", err)
 	}
@@ -144,17 +181,20 @@ func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, rech
 		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, A2ATimeout: sf.trust.a2aTimeout,
 		Toolsets: toolsets, ReadOnly: sf.readOnly, Embedder: sf.embed.queryEmbedder(), Recheck: recheck})
 	opts := append(h.ServerOptions(), sf.mcpOptions...)
+	opts = append(opts, toolAccessLog(logger))
 	s := server.NewMCPServer("nexus-mcp", buildVersion(), append(opts, extra...)...)
 	h.Register(s)
 	return s
 }
 
 func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr io.Writer) error {
-	logger, err := newLogger(stderr, g.logLevel)
+	logger, err := newLogger(stderr, g)
 	if err != nil {
 		return err
 	}
-	store, err := openServeStore(ctx, g, sf)
+	// A key can only be valid in a database that exists: with one, a
+	// missing file is a mistyped --db, not a new database.
+	store, err := openServeStore(ctx, g, sf, logger, os.Getenv("NEXUS_API_KEY") == "")
 	if err != nil {
 		return err
 	}
@@ -162,9 +202,15 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 	if _, err := sf.trust.validate(); err != nil {
 		return &exitError{code: 1, msg: err.Error()}
 	}
+	if sf.http.shutdownTimeout <= 0 {
+		return &exitError{code: 1, msg: "--shutdown-timeout must be positive"}
+	}
 	defer startTrustSweep(ctx, store, logger, sf.trust.sweepInterval)()
 	rc, err := stdioIdentity(ctx, store, logger)
 	if err != nil {
+		return err
+	}
+	if err := importMemoryFile(ctx, store, rc, logger); err != nil {
 		return err
 	}
 	if err := sf.embed.setup(logger); err != nil {
@@ -181,7 +227,12 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 	stdio.SetContextFunc(func(ctx context.Context) context.Context {
 		return tenancy.NewContext(ctx, rc)
 	})
-	err = stdio.Listen(ctx, stdin, stdout)
+	// Listen cancels whatever is running once its input ends; the drain
+	// ends that input only after in-flight requests are answered (or
+	// --shutdown-timeout), on EOF and on SIGTERM/SIGINT alike.
+	drain := newStdioDrain()
+	in := drain.reader(ctx, stdin, sf.http.shutdownTimeout, logger)
+	err = stdio.Listen(context.WithoutCancel(ctx), in, drain.writer(stdout))
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -79,25 +80,39 @@ func adminContext(cmd *cobra.Command, tenant string) (*cobra.Command, error) {
 func newImportCmd(g *globalFlags) *cobra.Command {
 	var tenant string
 	cmd := &cobra.Command{
-		Use:   "import --tenant T FILE",
-		Short: "Import a reference memory.jsonl into a tenant (idempotent, all or nothing)",
-		Args:  cobra.ExactArgs(1),
+		Use:   "import --tenant T FILE|-",
+		Short: "Import a reference memory.jsonl (or stdin with -) into a tenant (idempotent, all or nothing)",
+		Long: "Import a reference memory.jsonl (or stdin with -) into a tenant, in one transaction.\n" +
+			"Creates the database if it does not exist (said on stderr), and tenant \"default\"\n" +
+			"(the tenant of local single-user mode) if needed; other tenants must exist.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if _, err := adminContext(cmd, tenant); err != nil {
 				return err
 			}
-			f, err := os.Open(args[0])
-			if err != nil {
-				return err
+			in, name := cmd.InOrStdin(), "stdin"
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				in, name = f, args[0]
 			}
-			defer f.Close()
-			entities, relations, relLines, err := parseJSONL(f)
+			entities, relations, relLines, err := parseJSONL(in)
 			if err != nil {
-				return fmt.Errorf("%s: %w; nothing imported", args[0], err)
+				return fmt.Errorf("%s: %w; nothing imported", name, err)
 			}
 			stderr := cmd.ErrOrStderr()
-			return withStore(cmd, g, func(s *memory.Store) error {
-				if _, err := s.Tenant(cmd.Context(), tenant); err != nil {
+			return withNewStore(cmd, g, func(s *memory.Store) error {
+				if tenant == tenancy.DefaultTenant {
+					if err := s.EnsureTenant(cmd.Context(), tenant); err != nil {
+						return err
+					}
+				}
+				if _, err := s.Tenant(cmd.Context(), tenant); errors.Is(err, memory.ErrNotFound) {
+					return &exitError{code: 1, msg: fmt.Sprintf("tenant %q not found in database %s; create it with `nexus-mcp tenants create %s`; nothing imported", tenant, s.Location(), tenant)}
+				} else if err != nil {
 					return err
 				}
 				var progress func(done, total int)
