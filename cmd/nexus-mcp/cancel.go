@@ -78,12 +78,6 @@ func (f *inflightRequests) cancel(k inflightKey) int {
 	return len(list)
 }
 
-func (f *inflightRequests) len() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.m)
-}
-
 // rpcEnvelope is what the session guard reads of a POSTed JSON-RPC
 // message, decoded as mcp-go decodes it.
 type rpcEnvelope struct {

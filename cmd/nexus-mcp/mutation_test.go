@@ -43,9 +43,11 @@ import (
 // reported and count as survivors unless mtUnexercised justifies them.
 
 // mtMatrix and mtSkip select the matrix tests a mutant runs: the HTTP
-// transports of the isolation matrix and the identity-header tests.
+// transports of the isolation matrix, the identity-header tests, and the
+// agent-id claim of key-bound agents (whose own-tenant control is the only
+// request path that tells "another tenant's key" from "any key").
 const (
-	mtMatrix = `^TestMatrix(TenantIsolation|IdentityHeaders|HumanOriginEnforcing)$`
+	mtMatrix = `^(TestMatrix(TenantIsolation|IdentityHeaders|HumanOriginEnforcing)|TestHTTPTenantCannotRegisterAgentIDBoundToAnotherTenantsKey)$`
 	mtSkip   = `^TestMatrixTenantIsolation$/^stdio`
 )
 
@@ -156,6 +158,7 @@ var mtUnexercised = []struct {
 	{"transfer.go", "where r.tenant_id = ? order by r.id", "CLI export"},
 	{"transfer.go", "from memory_file_imports where tenant_id = ?", "start-up import of MEMORY_FILE_PATH, not a request path; isolation in memory TestImportOnce"},
 	{"trustkeys.go", "select credential from agent_credentials", "A2A credential forwarding needs a live target endpoint; isolation in memory TestAgentCredentials"},
+	{"delegations.go", "has_error = 1, response_keys = '[]'", "FailDelegation: a call_agent_tool outcome needs a live target endpoint; isolation in memory TestFailDelegation, end to end in TestCallAgentToolEndsItsDelegation"},
 	{"trustsessions.go", "delete from trust_sessions where tenant_id = ? and expires_at <= ?", "background expiry sweep (startTrustSweep), not a request path"},
 	{"graph.go", "ilike", "PostgreSQL branch (Store.pg), the matrix runs on SQLite"},
 	{"lexical.go", "select e.id from entities e where e.tenant_id = ?", "Open: indexing entities written before migration 0005; tested by memory TestOpenIndexesUnindexedEntities"},

@@ -70,14 +70,6 @@ func newServeCmd(g *globalFlags, sf *serveFlags, stdin io.Reader, stdout, stderr
 	return cmd
 }
 
-// openStore opens an existing database named by --db or the default path
-// for an administrative command; a SQLite file that does not exist is
-// refused, not created (a mistyped --db must not look like an empty
-// database).
-func openStore(ctx context.Context, g *globalFlags) (*memory.Store, error) {
-	return openStoreWith(ctx, g, memory.Options{}, nil)
-}
-
 // openServeStore opens the store for serving, with the serve flags that
 // configure it (--agent-scope), creating a SQLite file that does not exist
 // (logged) unless create is false.
