@@ -381,22 +381,8 @@ func (s *Store) DeleteEntities(ctx context.Context, names []string) error {
 	}
 	return s.write(ctx, func(t *txn) error {
 		rows, err := t.query(`DELETE FROM entities WHERE tenant_id = ? AND name IN (SELECT value FROM json_each(?)) RETURNING id`, tenant, string(list))
+		ids, err := collect(rows, err, scanOne[int64])
 		if err != nil {
-			return err
-		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		return reindexEntities(t, tenant, ids)

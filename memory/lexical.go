@@ -580,22 +580,8 @@ func (s *Store) indexUnindexed(ctx context.Context) error {
 	var tenants []string
 	err := s.read(ctx, func(t *txn) error {
 		rows, err := t.query(`SELECT id FROM tenants ORDER BY id`)
+		all, err := collect(rows, err, scanOne[string])
 		if err != nil {
-			return err
-		}
-		var all []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			all = append(all, id)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, tenant := range all {

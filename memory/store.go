@@ -640,6 +640,13 @@ func collect[T any](rows *sql.Rows, err error, scan func(scanner) (T, error)) ([
 	return out, rows.Err()
 }
 
+// scanOne reads a row of one column.
+func scanOne[T any](r scanner) (T, error) {
+	var v T
+	err := r.Scan(&v)
+	return v, err
+}
+
 // clampPage applies a list's default page size and cap to limit and floors
 // offset at zero.
 func clampPage(limit, offset, def, maxLimit int) (int, int) {

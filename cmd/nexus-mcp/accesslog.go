@@ -154,14 +154,7 @@ func toolAccessLog(log *slog.Logger) server.ServerOption {
 					"duration_ms", float64(time.Since(start).Microseconds())/1000, "tenant", rc.TenantID)
 			}()
 			res, err = next(ctx, req)
-			switch {
-			case err != nil:
-				outcome = outcomeError
-			case res != nil && res.IsError:
-				outcome = outcomeToolError
-			default:
-				outcome = outcomeOK
-			}
+			outcome = toolOutcome(res, err)
 			return res, err
 		}
 	})

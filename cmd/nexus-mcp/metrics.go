@@ -125,16 +125,21 @@ func (m *metrics) toolMiddleware(next server.ToolHandlerFunc) server.ToolHandler
 			m.toolDuration.WithLabelValues(m.labels(rc.TenantID, tool)...).Observe(time.Since(start).Seconds())
 		}()
 		res, err = next(ctx, req)
-		switch {
-		case err != nil:
-			outcome = outcomeError
-		case res != nil && res.IsError:
-			outcome = outcomeToolError
-		default:
-			outcome = outcomeOK
-		}
+		outcome = toolOutcome(res, err)
 		return res, err
 	}
+}
+
+// toolOutcome classifies a finished tool call for metrics and the access
+// log: ok, tool_error (an isError result) or error (a JSON-RPC error).
+func toolOutcome(res *mcp.CallToolResult, err error) string {
+	switch {
+	case err != nil:
+		return outcomeError
+	case res != nil && res.IsError:
+		return outcomeToolError
+	}
+	return outcomeOK
 }
 
 // httpMiddleware counts and times every HTTP request, whatever answered it
