@@ -106,6 +106,7 @@ func summarize(r io.Reader, w io.Writer) (counts, []string, error) {
 	var c counts
 	output := map[string][]string{}    // "pkg\x00test" -> output lines
 	pkgOutput := map[string][]string{} // package-level output (no test)
+	running := map[string]bool{}       // tests started and not finished
 	type fig struct{ test, value string }
 	figs := map[string][]fig{}
 	var order []string
@@ -146,6 +147,8 @@ func summarize(r io.Reader, w io.Writer) (counts, []string, error) {
 				fmt.Fprintf(w, "  | %s", l)
 			}
 			c.failedPackages++
+		case "run":
+			running[key] = true
 		case "pass", "fail", "skip":
 			if e.Test == "" {
 				if e.Action == "fail" {
@@ -154,8 +157,15 @@ func summarize(r io.Reader, w io.Writer) (counts, []string, error) {
 					}
 					c.failedPackages++
 					fmt.Fprintf(w, "FAIL %s (%.1fs)\n", pkg, e.Elapsed)
-					// panics, timeouts and TestMain failures print here
+					// panics, timeouts and TestMain failures print here,
+					// and what the tests still running at that moment said
 					printTail(w, pkgOutput[pkg], 60)
+					for k := range running {
+						if p, test, _ := strings.Cut(k, "\x00"); p == pkg {
+							fmt.Fprintf(w, "--- UNFINISHED %s %s\n", pkg, test)
+							printTail(w, output[k], 40)
+						}
+					}
 				} else {
 					fmt.Fprintf(w, "%-4s %s (%.1fs)\n", map[string]string{"pass": "ok", "skip": "?"}[e.Action], pkg, e.Elapsed)
 				}
@@ -181,6 +191,7 @@ func summarize(r io.Reader, w io.Writer) (counts, []string, error) {
 				printTail(w, output[key], 40)
 			}
 			delete(output, key)
+			delete(running, key)
 		}
 	}
 	if err := sc.Err(); err != nil {
