@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,9 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/mcp"
 )
 
 // BenchmarkRecall measures search_entities on the LoCoMo conversations in
@@ -181,7 +177,7 @@ func runConversation(b *testing.B, conv locomoConversation, tally *recallTally) 
 				"observations": []string{turn.Speaker + ": " + turn.Text},
 			})
 		}
-		if res := recallCall(b, c, "create_entities", map[string]any{"entities": ents}); res.IsError {
+		if res := callTool(b, c, "create_entities", map[string]any{"entities": ents}); res.IsError {
 			b.Fatalf("%s: create_entities: %v", conv.name, res.Content)
 		}
 	}
@@ -190,7 +186,7 @@ func runConversation(b *testing.B, conv locomoConversation, tally *recallTally) 
 			continue
 		}
 		start := time.Now()
-		res := recallCall(b, c, "search_entities", map[string]any{"query": q.Question})
+		res := callTool(b, c, "search_entities", map[string]any{"query": q.Question})
 		tally.elapsed += time.Since(start)
 		tally.calls++
 		if res.IsError {
@@ -211,18 +207,4 @@ func runConversation(b *testing.B, conv locomoConversation, tally *recallTally) 
 		}
 		tally.add(q.Category, q.Evidence, ranked)
 	}
-}
-
-func recallCall(b *testing.B, c *client.Client, name string, args any) *mcp.CallToolResult {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req := mcp.CallToolRequest{}
-	req.Params.Name = name
-	req.Params.Arguments = args
-	res, err := c.CallTool(ctx, req)
-	if err != nil {
-		b.Fatalf("%s: %v", name, err)
-	}
-	return res
 }

@@ -48,7 +48,7 @@ func stdioClient(t testing.TB, db string, env ...string) *client.Client {
 	return c
 }
 
-func callTool(t *testing.T, c *client.Client, name string, args any) *mcp.CallToolResult {
+func callTool(t testing.TB, c *client.Client, name string, args any) *mcp.CallToolResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
