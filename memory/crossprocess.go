@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"sync"
 	"time"
@@ -30,7 +31,12 @@ type sqliteChanges struct {
 	origin string // this Store's id in the origin column
 	log    *slog.Logger
 
+	kick chan struct{} // a change is pending
+	stop chan struct{} // closed by Close
+	done chan struct{} // closed when the change writer returns
+
 	mu       sync.Mutex
+	pending  map[change]bool // published here, not yet in the table
 	appended int
 	watchers int
 	cancel   context.CancelFunc
@@ -39,21 +45,82 @@ type sqliteChanges struct {
 func newSQLiteChanges(log *slog.Logger) *sqliteChanges {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b) // never fails (crypto/rand)
-	return &sqliteChanges{origin: hex.EncodeToString(b), log: log}
+	return &sqliteChanges{origin: hex.EncodeToString(b), log: log, kick: make(chan struct{}, 1)}
 }
 
 // appendChange records c for the other processes on this file, after it
-// was delivered here.
-func (s *Store) appendChange(ctx context.Context, c change) error {
+// was delivered here. The row is written by a background worker, in one
+// transaction with the other changes published meanwhile (one row per
+// tenant and kind: a subscriber needs to know that, not how often), so
+// that the call that published it does not wait for the writer a second
+// time.
+func (s *Store) appendChange(c change) {
 	sc := s.sqliteChanges
 	sc.mu.Lock()
-	sc.appended++
-	prune := sc.appended%changePruneEvery == 0
+	if sc.pending == nil {
+		sc.pending = map[change]bool{}
+	}
+	sc.pending[c] = true
 	sc.mu.Unlock()
-	// not an audited action: the write it announces was
-	return s.write(withoutAudit(ctx), func(t *txn) error {
-		if _, err := t.exec(`INSERT INTO changes (tenant_id, kind, origin, at) VALUES (?, ?, ?, ?)`,
-			c.Tenant, c.Kind, sc.origin, t.now); err != nil {
+	select {
+	case sc.kick <- struct{}{}:
+	default:
+	}
+}
+
+// startChangeWriter starts the worker that writes pending changes until
+// stopChangeWriter, which waits for it to write what is left.
+func (s *Store) startChangeWriter() {
+	sc := s.sqliteChanges
+	sc.stop, sc.done = make(chan struct{}), make(chan struct{})
+	go s.runChangeWriter()
+}
+
+func (s *Store) stopChangeWriter() {
+	if sc := s.sqliteChanges; sc != nil && sc.stop != nil {
+		close(sc.stop)
+		<-sc.done
+		sc.stop = nil
+	}
+}
+
+func (s *Store) runChangeWriter() {
+	sc := s.sqliteChanges
+	defer close(sc.done)
+	for {
+		select {
+		case <-sc.stop:
+			s.writeChanges()
+			return
+		case <-sc.kick:
+		}
+		s.writeChanges()
+	}
+}
+
+// writeChanges appends the pending changes to the changes table.
+func (s *Store) writeChanges() {
+	sc := s.sqliteChanges
+	sc.mu.Lock()
+	pending := sc.pending
+	sc.pending = nil
+	sc.appended += len(pending)
+	prune := sc.appended >= changePruneEvery
+	if prune {
+		sc.appended = 0
+	}
+	sc.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	rows := make([][2]string, 0, len(pending))
+	for c := range pending {
+		rows = append(rows, [2]string{c.Tenant, c.Kind})
+	}
+	list, _ := json.Marshal(rows) // strings: cannot fail
+	err := s.write(context.Background(), func(t *txn) error {
+		if _, err := t.exec(`INSERT INTO changes (tenant_id, kind, origin, at)
+			SELECT value->>0, value->>1, ?, ? FROM json_each(?)`, sc.origin, t.now, string(list)); err != nil {
 			return err
 		}
 		if !prune {
@@ -62,6 +129,10 @@ func (s *Store) appendChange(ctx context.Context, c change) error {
 		_, err := t.exec(`DELETE FROM changes WHERE at < ?`, Stamp(txnTime(t).Add(-changeRetention)))
 		return err
 	})
+	if err != nil {
+		// other processes miss these updates; this one delivered them
+		sc.log.Warn("record changes for other processes", "err", err)
+	}
 }
 
 // WatchOtherProcesses makes this process deliver, to its OnChange

@@ -115,7 +115,6 @@ func (s *Store) CreateEntities(ctx context.Context, entities []Entity) ([]Entity
 			return fmt.Errorf("create entities: %w", err)
 		}
 		k := 0
-		var docs []entityDoc
 		for i, e := range entities {
 			id, ok := ids[i]
 			if !ok {
@@ -125,10 +124,7 @@ func (s *Store) CreateEntities(ctx context.Context, entities []Entity) ([]Entity
 			k++
 			e.CreatedAt, e.UpdatedAt = t.now, t.now
 			created = append(created, e)
-			docs = append(docs, docOf(id, e.Name, e.EntityType, e.Aliases, e.Observations))
-		}
-		if err := indexNewDocs(t, tenant, docs); err != nil {
-			return fmt.Errorf("create entities: index: %w", err)
+			t.indexChanged(tenant, id)
 		}
 		return nil
 	})
@@ -357,9 +353,7 @@ func (s *Store) AddObservations(ctx context.Context, adds []ObservationAdd) ([]O
 				}
 			}
 		}
-		if err := reindexEntities(t, tenant, changed); err != nil {
-			return fmt.Errorf("add observations: index: %w", err)
-		}
+		t.indexChanged(tenant, changed...)
 		return nil
 	})
 	if err != nil {
@@ -385,7 +379,8 @@ func (s *Store) DeleteEntities(ctx context.Context, names []string) error {
 		if err != nil {
 			return err
 		}
-		return reindexEntities(t, tenant, ids)
+		t.indexChanged(tenant, ids...)
+		return nil
 	})
 }
 
@@ -415,9 +410,7 @@ func (s *Store) DeleteObservations(ctx context.Context, dels []ObservationDeleti
 					return err
 				}
 				t.embedChanged(tenant, id)
-				if err := reindexEntities(t, tenant, []int64{id}); err != nil {
-					return fmt.Errorf("delete observations: index: %w", err)
-				}
+				t.indexChanged(tenant, id)
 			}
 		}
 		return nil

@@ -80,7 +80,8 @@ func (s *Store) publish(ctx context.Context, c change) error {
 			// per-agent cache drops stay in this process
 			return nil
 		}
-		return s.appendChange(ctx, c)
+		s.appendChange(c)
+		return nil
 	}
 	b, _ := json.Marshal(c) // three strings: cannot fail
 	_, err := s.w.ExecContext(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, string(b))

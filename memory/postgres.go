@@ -71,6 +71,7 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 		s.Close()
 		return nil, err
 	}
+	s.startSearchIndexer(opts.logger())
 	// The change listener: resource updates and cache invalidations from
 	// every replica. Open waits for it, so that nothing published after
 	// Open returns is missed.

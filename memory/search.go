@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"math"
@@ -95,7 +96,15 @@ func (s *Store) SearchEntities(ctx context.Context, q SearchQuery) (SearchResult
 		return SearchResult{}, invalidf("semantic search needs an embedder")
 	}
 	var res SearchResult
-	err = s.read(ctx, func(t *txn) error {
+	// A ranked search first indexes what its tenant has queued (once:
+	// writes that commit after that began after this search).
+	ranks := q.Mode != SearchExact && q.Mode != SearchSemantic
+	search := func(t *txn) error {
+		if ranks {
+			if pending, err := searchPending(t, tenant); err != nil || pending {
+				return cmp.Or(err, errSearchPending)
+			}
+		}
 		res = SearchResult{Hits: []SearchHit{}}
 		var ranked []rankedID
 		var err error
@@ -136,7 +145,14 @@ func (s *Store) SearchEntities(ctx context.Context, q SearchQuery) (SearchResult
 			}
 		}
 		return nil
-	})
+	}
+	err = s.read(ctx, search)
+	if err == errSearchPending {
+		if err = s.indexQueued(ctx, tenant); err == nil {
+			ranks = false
+			err = s.read(ctx, search)
+		}
+	}
 	if err != nil {
 		return SearchResult{}, err
 	}

@@ -74,6 +74,7 @@ var sqlAllow = []struct {
 	{"agents.go", "from agents where agent_id = ? order by tenant_id = ? desc", "global agent registry read by id (AgentScopeGlobal)"},
 	{"agents.go", "select 1 from agents where agent_id = ? limit 1", "global agent registry: does the id exist in any tenant"},
 	{"semantic.go", "select distinct tenant_id from embed_queue", "embedding indexer: which tenants have queued entities (ids only); it then works tenant by tenant"},
+	{"searchqueue.go", "select distinct tenant_id from search_queue", "word-index worker: which tenants have queued entities (ids only); it then works tenant by tenant"},
 	{"crossprocess.go", "from changes where seq > ?", "change events of every tenant, polled for the subscribers of each (delivery filters by tenant)"},
 	{"crossprocess.go", "delete from changes where at < ?", "pruning old change events of every tenant"},
 	{"crossprocess.go", "select coalesce(max(seq), 0) from changes", "where the change events of every tenant end, when polling starts"},

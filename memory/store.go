@@ -126,7 +126,11 @@ type Store struct {
 
 	// wake, when not nil, is closed to wake a waiting embedding indexer
 	// (semantic.go) after a write queued entities.
-	wakeMu sync.Mutex
+	// searchIdx is the word index's background worker (searchqueue.go).
+	searchIdx *searchIndexer
+	// ckpt checkpoints SQLite's WAL in the background (checkpoint.go).
+	ckpt *checkpointer
+	wakeMu    sync.Mutex
 	wake   chan struct{}
 }
 
@@ -213,6 +217,12 @@ type txn struct {
 	embedTenant string
 	embedIDs    map[int64]bool
 	queued      bool
+	// searchTenant and searchIDs are the entities whose word-index entries
+	// are out of date, queued before commit; searchQueued is set once they
+	// are (searchqueue.go).
+	searchTenant string
+	searchIDs    map[int64]bool
+	searchQueued bool
 }
 
 // Every statement of the package passes through exec, query or queryRow,
@@ -317,6 +327,7 @@ func dsn(path string, txlock, sync string) string {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Add("_pragma", "synchronous("+sync+")")
+	q.Add("_pragma", "temp_store(MEMORY)")
 	if txlock != "" {
 		q.Add("_txlock", txlock)
 	}
@@ -370,7 +381,8 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	}
 	f.Close()
 
-	w, err := sql.Open("sqlite", dsn(path, "immediate", opts.Synchronous))
+	w, err := sql.Open("sqlite", dsn(path, "immediate", opts.Synchronous)+
+		"&_pragma=wal_autocheckpoint("+strconv.Itoa(autoCheckpointPages)+")")
 	if err != nil {
 		return nil, fmt.Errorf("open writer: %w", err)
 	}
@@ -405,18 +417,27 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 		s.Close()
 		return nil, err
 	}
+	if err := s.startCheckpointer(path, opts.Synchronous, opts.logger()); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.startSearchIndexer(opts.logger())
+	s.startChangeWriter()
 	return s, nil
 }
 
 // Close closes both pools. A clean SQLite close checkpoints and removes
 // the WAL.
 func (s *Store) Close() error {
+	s.stopSearchIndexer()
+	s.stopChangeWriter()
 	if s.pg != nil {
 		return s.pg.close()
 	}
+	ckptErr := s.stopCheckpointer()
 	s.wStmts.close()
 	s.rStmts.close()
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(ckptErr, s.r.Close(), s.w.Close())
 }
 
 // Location names the database for people: the SQLite file, or the
@@ -566,6 +587,9 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	if err := flushEmbedQueue(t); err != nil {
 		return err
 	}
+	if err := flushSearchQueue(t); err != nil {
+		return err
+	}
 	if t.audit != nil { // the change and its audit row commit together
 		if err := appendAudit(t, *t.audit); err != nil {
 			return fmt.Errorf("audit: %w", err)
@@ -577,6 +601,10 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	if t.queued {
 		s.wakeIndexer()
 	}
+	if t.searchQueued {
+		s.kickSearchIndexer()
+	}
+	s.kickCheckpointer()
 	return nil
 }
 

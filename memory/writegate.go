@@ -4,22 +4,30 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 )
 
 // writeGate admits write transactions: at most slots at a time and at most
-// one per tenant; when several tenants wait, the turns go round-robin
-// across tenants, first come first served within a tenant. Without it the
-// single SQLite writer goes to a random waiter (database/sql picks one at
-// random), so a tenant with many clients sending large batches made
-// another tenant's small write wait for many of its transactions in a row.
+// one per tenant. When several tenants wait, the turn goes to the tenant
+// that has held the writer least (start-time fair queuing over writer
+// time): each tenant has a virtual time that grows by how long each of
+// its writes held a slot, and a tenant that was idle starts from the
+// virtual time of the latest turn, so it cannot bank credit. First come
+// first served within a tenant; ties go in arrival order. Without it the
+// single SQLite writer went to a random waiter (database/sql picks one at
+// random), and with turns merely round-robin a tenant sending maximal
+// batches still made another tenant's small write wait for two of them.
 // A waiter holds no connection. Writes with no tenant (administration)
 // share the tenant "".
 type writeGate struct {
 	mu      sync.Mutex
+	now     func() time.Time
 	slots   int                      // free slots
-	active  map[string]bool          // tenants with a write in progress
+	active  map[string]time.Time     // tenants with a write in progress, since when
 	waiting map[string][]*gateWaiter // per tenant, in arrival order
-	ring    []string                 // tenants with waiters, in turn order
+	ring    []string                 // tenants with waiters, in arrival order
+	vtime   map[string]time.Duration // per tenant: writer time used, shifted (see above)
+	clock   time.Duration            // the virtual time of the latest turn
 }
 
 type gateWaiter struct {
@@ -28,15 +36,17 @@ type gateWaiter struct {
 }
 
 func newWriteGate(slots int) *writeGate {
-	return &writeGate{slots: max(1, slots), active: map[string]bool{}, waiting: map[string][]*gateWaiter{}}
+	return &writeGate{now: time.Now, slots: max(1, slots), active: map[string]time.Time{},
+		waiting: map[string][]*gateWaiter{}, vtime: map[string]time.Duration{}}
 }
 
 // acquire waits for tenant's turn, or returns ctx's error (holding nothing).
 func (g *writeGate) acquire(ctx context.Context, tenant string) error {
 	g.mu.Lock()
-	if g.slots > 0 && !g.active[tenant] && len(g.waiting[tenant]) == 0 {
-		g.slots--
-		g.active[tenant] = true
+	if _, busy := g.active[tenant]; g.slots > 0 && !busy && len(g.waiting[tenant]) == 0 {
+		// a free slot means no waiter could take it (each waiting tenant
+		// has a write in progress), so taking it skips no one
+		g.grant(tenant)
 		g.mu.Unlock()
 		return nil
 	}
@@ -68,33 +78,60 @@ func (g *writeGate) acquire(ctx context.Context, tenant string) error {
 	} else {
 		g.waiting[tenant] = q
 	}
+	g.dispatch() // a slot may be free and held back for this waiter
 	g.mu.Unlock()
 	return ctx.Err()
+}
+
+// grant starts tenant's write; g.mu is held.
+func (g *writeGate) grant(tenant string) {
+	v := max(g.vtime[tenant], g.clock)
+	g.vtime[tenant], g.clock = v, v
+	g.active[tenant] = g.now()
+	g.slots--
 }
 
 // release ends tenant's write and hands the freed turn on.
 func (g *writeGate) release(tenant string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.vtime[tenant] += g.now().Sub(g.active[tenant])
 	delete(g.active, tenant)
 	g.slots++
+	g.dispatch()
+	for t, v := range g.vtime { // forget tenants that are level with the clock
+		if _, busy := g.active[t]; !busy && len(g.waiting[t]) == 0 && v <= g.clock {
+			delete(g.vtime, t)
+		}
+	}
+}
+
+// dispatch grants free slots to the waiting tenants with no write in
+// progress, least virtual time first; g.mu is held.
+func (g *writeGate) dispatch() {
 	for g.slots > 0 {
-		i := slices.IndexFunc(g.ring, func(t string) bool { return !g.active[t] })
-		if i < 0 {
+		best := -1
+		for i, t := range g.ring {
+			if _, busy := g.active[t]; busy {
+				continue
+			}
+			if best < 0 || max(g.vtime[t], g.clock) < max(g.vtime[g.ring[best]], g.clock) {
+				best = i
+			}
+		}
+		if best < 0 {
 			return
 		}
-		t := g.ring[i]
+		t := g.ring[best]
 		q := g.waiting[t]
 		w := q[0]
-		g.ring = slices.Delete(g.ring, i, i+1)
 		if len(q) == 1 {
 			delete(g.waiting, t)
+			g.ring = slices.Delete(g.ring, best, best+1)
 		} else {
 			g.waiting[t] = q[1:]
-			g.ring = append(g.ring, t) // its next waiter goes after the others
 		}
-		g.active[t] = true
-		g.slots--
+		g.grant(t)
 		w.granted = true
 		close(w.ch)
 	}

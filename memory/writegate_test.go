@@ -8,13 +8,15 @@ import (
 	"time"
 )
 
-// TestWriteGateRoundRobin checks the order the gate grants turns in: while
+// TestWriteGateFairOrder checks the order the gate grants turns in: while
 // tenant h holds the writer with three more of its writes queued, a write
-// of tenant n that arrives last is granted right after the current one
-// (round-robin across tenants), h's own writes keep their order, and a
-// waiter that gives up is skipped without losing the turn.
-func TestWriteGateRoundRobin(t *testing.T) {
+// of tenant n that arrives last is granted first (n has used no writer
+// time, h has), h's own writes keep their order, and a waiter that gives
+// up is skipped without losing the turn.
+func TestWriteGateFairOrder(t *testing.T) {
 	g := newWriteGate(1)
+	now := time.Unix(0, 0)
+	g.now = func() time.Time { return now } // only this goroutine moves it, before the waiters run
 	ctx := context.Background()
 	if err := g.acquire(ctx, "h"); err != nil { // h holds the writer
 		t.Fatal(err)
@@ -64,6 +66,9 @@ func TestWriteGateRoundRobin(t *testing.T) {
 	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled waiter: %v, want context.Canceled", err)
 	}
+	g.mu.Lock()
+	now = now.Add(10 * time.Millisecond) // h held the writer 10 ms
+	g.mu.Unlock()
 	g.release("h")
 	for _, d := range dones {
 		if err := <-d; err != nil {
@@ -75,11 +80,86 @@ func TestWriteGateRoundRobin(t *testing.T) {
 	for s := range order {
 		got = append(got, s)
 	}
-	// h's queue went first (it arrived first), then n, then the rest of h.
-	if want := []string{"h1", "n", "h2", "h3"}; !slices.Equal(got, want) {
+	// n first (h has used the writer, n has not), then h's in order; the
+	// control is the arrival order, h1 n h2 h3 (what round-robin gave).
+	if want := []string{"n", "h1", "h2", "h3"}; !slices.Equal(got, want) {
 		t.Errorf("grant order = %v, want %v", got, want)
 	}
-	if g.slots != 1 || len(g.active) != 0 || len(g.waiting) != 0 || len(g.ring) != 0 {
-		t.Errorf("gate after all writes: slots %d, active %v, waiting %v, ring %v; want 1 free slot, nothing else", g.slots, g.active, g.waiting, g.ring)
+	if g.slots != 1 || len(g.active) != 0 || len(g.waiting) != 0 || len(g.ring) != 0 || len(g.vtime) > 2 {
+		t.Errorf("gate after all writes: slots %d, active %v, waiting %v, ring %v; want 1 free slot, nothing else (vtime %v)", g.slots, g.active, g.waiting, g.ring, g.vtime)
+	}
+}
+
+// TestWriteGateNoBankedCredit checks that fairness is over recent writer
+// time: tenant q writes once, then tenant h writes alone for a long time;
+// when both keep waiting, with every write holding the writer 1 ms, turns
+// alternate (q's idle time earned it no run of turns), and q goes first
+// (h has used more).
+func TestWriteGateNoBankedCredit(t *testing.T) {
+	g := newWriteGate(1)
+	now := time.Unix(0, 0)
+	g.now = func() time.Time { return now }
+	ctx := context.Background()
+	write := func(tenant string) { // uncontended: acquire returns at once
+		t.Helper()
+		if err := g.acquire(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(time.Millisecond)
+		g.release(tenant)
+	}
+	write("q")
+	for range 100 {
+		write("h")
+	}
+	// Both tenants keep one write waiting at all times: a turn's holder
+	// queues its next write before releasing.
+	if err := g.acquire(ctx, "h"); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	granted := make(chan string)
+	next := func(tenant string) {
+		go func() {
+			if err := g.acquire(ctx, tenant); err == nil {
+				granted <- tenant
+			}
+		}()
+	}
+	waitQueued := func(tenant string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			g.mu.Lock()
+			n := len(g.waiting[tenant])
+			g.mu.Unlock()
+			if n > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no waiter of %s", tenant)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	next("q")
+	waitQueued("q")
+	holder := "h"
+	for range 8 {
+		next(holder)
+		waitQueued(holder)
+		g.mu.Lock()
+		now = now.Add(time.Millisecond)
+		g.mu.Unlock()
+		g.release(holder)
+		holder = <-granted
+		got = append(got, holder)
+	}
+	g.release(holder)
+	for range 1 { // the last queued write of the other tenant
+		t := <-granted
+		g.release(t)
+	}
+	if want := []string{"q", "h", "q", "h", "q", "h", "q", "h"}; !slices.Equal(got, want) {
+		t.Errorf("turns = %v, want %v", got, want)
 	}
 }
