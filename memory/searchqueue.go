@@ -22,9 +22,9 @@ import (
 // other tenants' writes (writeGate).
 
 // searchIndexBatch is how many queued entities one indexing transaction
-// takes: at the per-call limits (80 KiB of text), about one large batch's
-// words in two transactions.
-const searchIndexBatch = 12
+// takes: small enough that, at the per-call limit of text, one indexing
+// transaction holds the writer about as long as an ordinary write.
+const searchIndexBatch = 6
 
 // searchIndexDelay is how long after a write the background worker waits
 // before indexing, so that it indexes a burst of writes together instead

@@ -129,8 +129,8 @@ type Store struct {
 	// searchIdx is the word index's background worker (searchqueue.go).
 	searchIdx *searchIndexer
 	// ckpt checkpoints SQLite's WAL in the background (checkpoint.go).
-	ckpt *checkpointer
-	wakeMu    sync.Mutex
+	ckpt   *checkpointer
+	wakeMu sync.Mutex
 	wake   chan struct{}
 }
 
