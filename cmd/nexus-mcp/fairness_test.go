@@ -149,8 +149,8 @@ func benchNeighbour(b *testing.B, heavyClients int) {
 	b.ReportMetric(float64(lat[len(lat)-1].Microseconds())/1000, "max_ms")
 	b.ReportMetric(float64(batches.Load()), "heavy_batches")
 	// How many of the heavy tenant's batches one neighbour write waited
-	// through (at most): with turns round-robin across tenants it is about
-	// one, whatever the machine's speed.
+	// through (at most): with fair turns across tenants it stays near the
+	// number of heavy batches in flight, whatever the machine's speed.
 	slices.Sort(overlap)
 	b.ReportMetric(float64(overlap[min(len(overlap)-1, int(0.99*float64(len(overlap))))]), "overlap_p99")
 	b.ReportMetric(float64(overlap[len(overlap)-1]), "overlap_max")
