@@ -140,6 +140,23 @@ const stemCacheSize = 1 << 15
 // snake_case or pkg.Func), that whole token folded, so that it matches
 // exactly as well as by its parts.
 func analyze(text string, dropStop bool, stem func(string) string) []string {
+	return analyzeStop(text, dropStop, english.IsStopWord, stem)
+}
+
+// questionWords are words of how a question is asked rather than of what
+// it asks about ("what kind of", "would she likely", "how many"); a query
+// leaves them out like stop words. Documents keep them: leaving a word out
+// of a query changes no index.
+var questionWords = map[string]bool{
+	"kind": true, "type": true, "sort": true, "would": true, "could": true, "might": true,
+	"may": true, "likely": true, "many": true, "much": true, "ever": true, "describe": true,
+}
+
+// isQueryStop reports whether a folded word of a query is left out.
+func isQueryStop(w string) bool { return english.IsStopWord(w) || questionWords[w] }
+
+// analyzeStop is analyze with the stop list isStop.
+func analyzeStop(text string, dropStop bool, isStop func(string) bool, stem func(string) string) []string {
 	var out []string
 	for _, tok := range strings.Fields(text) {
 		tok = strings.TrimFunc(tok, func(r rune) bool { return !isWordRune(r) })
@@ -152,7 +169,7 @@ func analyze(text string, dropStop bool, stem func(string) string) []string {
 		}
 		for _, w := range words {
 			w = cut(fold(w))
-			if w == "" || dropStop && english.IsStopWord(w) {
+			if w == "" || dropStop && isStop(w) {
 				continue
 			}
 			out = append(out, stem(w))
@@ -165,7 +182,7 @@ func analyze(text string, dropStop bool, stem func(string) string) []string {
 // without stop words, unless the query has nothing else (then the stop
 // words still match names, types and aliases, which keep them).
 func queryTerms(q string) []string {
-	terms := analyze(q, true, stem)
+	terms := analyzeStop(q, true, isQueryStop, stem)
 	if len(terms) == 0 {
 		terms = analyze(q, false, stem)
 	}

@@ -112,3 +112,30 @@ func TestOpenIndexesUnindexedEntities(t *testing.T) {
 		t.Errorf("b after reopening = %v, %v; want only Ledger", r.Hits, err)
 	}
 }
+
+// TestQueryLeavesOutQuestionWords: the words of how a question is asked
+// ("what kind of", "would ... likely") are not searched when the query
+// has other words; documents still hold them, so a query of nothing else
+// finds them.
+func TestQueryLeavesOutQuestionWords(t *testing.T) {
+	s := newTestStore(t)
+	b := as("b")
+	mustCreate(t, s, b, Entity{Name: "Broker", EntityType: "service", Observations: []string{"a kind broker that would likely retry"}})
+	mustCreate(t, s, b, Entity{Name: "Queue", EntityType: "service", Observations: []string{"kafka topic of many kinds"}})
+	res, err := s.SearchEntities(b, SearchQuery{Query: "What kind of kafka would she likely use?", Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Words, []string{"kafka", "use"}) || len(res.Hits) != 1 || res.Hits[0].Name != "Queue" {
+		t.Fatalf("words %v, hits %v; want [kafka use] and only Queue", res.Words, res.Hits)
+	}
+	// Positive control: the question words are in the index and found
+	// when the query has nothing else.
+	res, err = s.SearchEntities(b, SearchQuery{Query: "kind likely", Limit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Words, []string{"kind", "like"}) || len(res.Hits) != 2 || res.Hits[0].Name != "Broker" {
+		t.Fatalf("words %v, hits %v; want [kind like], Broker first", res.Words, res.Hits)
+	}
+}
