@@ -22,8 +22,18 @@ import (
 const checkpointDelay = 50 * time.Millisecond
 
 // autoCheckpointPages is the writer's wal_autocheckpoint (SQLite's default
-// is 1,000 pages).
-const autoCheckpointPages = 10000
+// is 1,000 pages). Under a steady stream of writes the WAL is never fully
+// copied back when the next write begins, so SQLite cannot start it over
+// and it grows to this size, where a commit checkpoints: by then the worker
+// has copied nearly all of it, so that checkpoint is short. Larger values
+// kept more of them off the writer (neighbour p99 ~50 ms at 10,000 pages
+// against ~62 ms at 2,000) for a WAL file of up to 40 MiB.
+const autoCheckpointPages = 2000
+
+// walSizeLimit makes the connections that checkpoint or restart the WAL
+// cut its file back to 4 MiB: SQLite otherwise keeps the file at its
+// largest size for good.
+const walSizeLimit = "&_pragma=journal_size_limit(4194304)"
 
 type checkpointer struct {
 	db   *sql.DB
@@ -34,7 +44,7 @@ type checkpointer struct {
 
 // startCheckpointer opens the worker's connection to path and starts it.
 func (s *Store) startCheckpointer(path, synchronous string, log *slog.Logger) error {
-	db, err := sql.Open("sqlite", dsn(path, "", synchronous))
+	db, err := sql.Open("sqlite", dsn(path, "", synchronous)+walSizeLimit)
 	if err != nil {
 		return err
 	}

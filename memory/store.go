@@ -382,7 +382,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	f.Close()
 
 	w, err := sql.Open("sqlite", dsn(path, "immediate", opts.Synchronous)+
-		"&_pragma=wal_autocheckpoint("+strconv.Itoa(autoCheckpointPages)+")")
+		"&_pragma=wal_autocheckpoint("+strconv.Itoa(autoCheckpointPages)+")"+walSizeLimit)
 	if err != nil {
 		return nil, fmt.Errorf("open writer: %w", err)
 	}
