@@ -625,8 +625,12 @@ const indexBatch = 500
 // (written before migration 0005), tenant by tenant, in batches; Open
 // calls it after migrating. Each batch is one write of its tenant, so
 // replicas opening together serialize on the tenant and index each entity
-// once.
+// once. It first indexes what an earlier process left in search_queue, so
+// that only entities older than the index are left without search_docs.
 func (s *Store) indexUnindexed(ctx context.Context) error {
+	if err := s.indexAllQueued(ctx); err != nil {
+		return err
+	}
 	var tenants []string
 	err := s.read(ctx, func(t *txn) error {
 		rows, err := t.query(`SELECT id FROM tenants ORDER BY id`)

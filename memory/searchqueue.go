@@ -141,12 +141,11 @@ type searchIndexer struct {
 	done chan struct{}
 }
 
-// startSearchIndexer starts the worker; it first indexes what an earlier
-// process left queued.
+// startSearchIndexer starts the worker (Open has indexed what an earlier
+// process left queued).
 func (s *Store) startSearchIndexer(log *slog.Logger) {
 	w := &searchIndexer{kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	s.searchIdx = w
-	w.kick <- struct{}{}
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		<-w.stop

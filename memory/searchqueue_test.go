@@ -1,0 +1,147 @@
+package memory
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
+)
+
+// queued counts tenant's entities waiting in search_queue.
+func queued(t *testing.T, s *Store, tenant string) int {
+	t.Helper()
+	var n int
+	err := s.read(as(tenant), func(tx *txn) error {
+		return tx.queryRow(`SELECT count(*) FROM search_queue WHERE tenant_id = ?`, tenant).Scan(&n)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// writerTime is the writer time tenant has used (writeGate): it moves
+// whenever the tenant takes a write turn.
+func writerTime(s *Store, tenant string) time.Duration {
+	s.gate.mu.Lock()
+	defer s.gate.mu.Unlock()
+	return s.gate.vtime[tenant]
+}
+
+// searchNames is the names of the ranked search's hits for query.
+func searchNames(t *testing.T, s *Store, ctx context.Context, query string) []string {
+	t.Helper()
+	res, err := s.SearchEntities(ctx, SearchQuery{Query: query, Limit: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, h := range res.Hits {
+		names = append(names, h.Name)
+	}
+	return names
+}
+
+// A write's words are indexed after it commits; a ranked search that
+// begins after the write sees it even when the background worker has not
+// run, by indexing its tenant's queue first.
+func TestSearchSeesQueuedWrites(t *testing.T) {
+	s := newTestStore(t)
+	s.stopSearchIndexer()
+	a := as("a")
+	mustCreate(t, s, a, Entity{Name: "Billing", EntityType: "service", Observations: []string{"sends invoices"}})
+	if n := queued(t, s, "a"); n != 1 {
+		t.Fatalf("queued after the write = %d, want 1 (the index is kept after the write)", n)
+	}
+	if got := searchNames(t, s, a, "invoice"); len(got) != 1 || got[0] != "Billing" {
+		t.Fatalf("search = %v, want [Billing]", got)
+	}
+	if n := queued(t, s, "a"); n != 0 {
+		t.Errorf("queued after the search = %d, want 0", n)
+	}
+	if _, err := s.AddObservations(a, []ObservationAdd{{EntityName: "Billing", Contents: []string{"runs on kafka"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := searchNames(t, s, a, "kafka"); len(got) != 1 {
+		t.Errorf("search for an added observation = %v, want [Billing]", got)
+	}
+	if err := s.DeleteEntities(a, []string{"Billing"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := searchNames(t, s, a, "invoice"); len(got) != 0 {
+		t.Errorf("search after the delete = %v, want nothing", got)
+	}
+}
+
+// A search indexes only its own tenant's queue: another tenant's queued
+// writes give it no write turn and stay queued. The control: the same
+// search with its own tenant's write queued takes a turn and finds it.
+func TestSearchIndexesOnlyItsTenantsQueue(t *testing.T) {
+	s := newTestStore(t)
+	s.stopSearchIndexer()
+	a, b := as("a"), as("b")
+	mustCreate(t, s, b, Entity{Name: "Ledger", EntityType: "database", Observations: []string{"stores invoices"}})
+	if got := searchNames(t, s, b, "invoice"); len(got) != 1 {
+		t.Fatalf("b's search = %v, want [Ledger]", got)
+	}
+	mustCreate(t, s, a, Entity{Name: "Billing", EntityType: "service", Observations: []string{"sends invoices"}})
+
+	before := writerTime(s, "b")
+	if got := searchNames(t, s, b, "invoice"); len(got) != 1 || got[0] != "Ledger" {
+		t.Fatalf("b's search = %v, want [Ledger]", got)
+	}
+	if after := writerTime(s, "b"); after != before {
+		t.Errorf("b's search took a write turn while only a had queued entities (writer time %v -> %v)", before, after)
+	}
+	if n := queued(t, s, "a"); n != 1 {
+		t.Errorf("a's queue after b's search = %d, want 1", n)
+	}
+
+	mustCreate(t, s, b, Entity{Name: "Invoices Topic", EntityType: "topic"})
+	before = writerTime(s, "b")
+	if got := searchNames(t, s, b, "invoice"); len(got) != 2 {
+		t.Fatalf("control: b's search = %v, want Ledger and Invoices Topic", got)
+	}
+	if after := writerTime(s, "b"); after == before {
+		t.Errorf("control: b's search with its own write queued took no write turn")
+	}
+}
+
+// The queue is durable: what a process left queued is indexed when the
+// store opens again.
+func TestSearchQueueSurvivesRestart(t *testing.T) {
+	dsn := memtest.DSN(t)
+	s, err := Open(context.Background(), dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.stopSearchIndexer()
+	if err := s.CreateTenant(context.Background(), "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	a := as("a")
+	mustCreate(t, s, a, Entity{Name: "Billing", EntityType: "service", Observations: []string{"sends invoices"}})
+	if n := queued(t, s, "a"); n != 1 {
+		t.Fatalf("queued = %d, want 1", n)
+	}
+	s.Close()
+
+	s2, err := Open(context.Background(), dsn, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if n := queued(t, s2, "a"); n != 0 {
+		t.Errorf("queued after reopening = %d, want 0 (Open indexes what was left)", n)
+	}
+	var docs int
+	if err := s2.read(a, func(tx *txn) error {
+		return tx.queryRow(`SELECT count(*) FROM search_docs WHERE tenant_id = ?`, "a").Scan(&docs)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if docs != 1 {
+		t.Errorf("search_docs rows after reopening = %d, want 1", docs)
+	}
+}
