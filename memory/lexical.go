@@ -1,6 +1,7 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -310,13 +311,15 @@ func insertPostings(n int) string {
 }
 
 // addSearchStats adds docs and field lengths (negative to remove) to the
-// tenant's totals.
+// tenant's totals, and gives its index a new version (lexcache.go): every
+// change to the tenant's postings calls it.
 func addSearchStats(t *txn, tenant string, docs int, lens [numFields]int) error {
-	_, err := t.exec(`INSERT INTO search_stats (tenant_id, docs, len_name, len_type, len_alias, len_obs) VALUES (?, ?, ?, ?, ?, ?)
+	_, err := t.exec(`INSERT INTO search_stats (tenant_id, docs, len_name, len_type, len_alias, len_obs, version) VALUES (?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (tenant_id) DO UPDATE SET docs = search_stats.docs + excluded.docs,
 			len_name = search_stats.len_name + excluded.len_name, len_type = search_stats.len_type + excluded.len_type,
-			len_alias = search_stats.len_alias + excluded.len_alias, len_obs = search_stats.len_obs + excluded.len_obs`,
-		tenant, docs, lens[fieldName], lens[fieldType], lens[fieldAlias], lens[fieldObs])
+			len_alias = search_stats.len_alias + excluded.len_alias, len_obs = search_stats.len_obs + excluded.len_obs,
+			version = excluded.version`,
+		tenant, docs, lens[fieldName], lens[fieldType], lens[fieldAlias], lens[fieldObs], newIndexVersion())
 	return err
 }
 
@@ -490,11 +493,12 @@ func lexicalRank(t *txn, tenant, query string, offset, limit int) (ranked []rank
 		return nil, terms, nil
 	}
 	var (
-		st  lexStats
-		sum [numFields]float64
+		st      lexStats
+		sum     [numFields]float64
+		version int64
 	)
-	err = t.queryRow(`SELECT docs, len_name, len_type, len_alias, len_obs FROM search_stats WHERE tenant_id = ?`, tenant).
-		Scan(&st.docs, &sum[0], &sum[1], &sum[2], &sum[3])
+	err = t.queryRow(`SELECT docs, len_name, len_type, len_alias, len_obs, version FROM search_stats WHERE tenant_id = ?`, tenant).
+		Scan(&st.docs, &sum[0], &sum[1], &sum[2], &sum[3], &version)
 	if err == sql.ErrNoRows || err == nil && st.docs <= 0 {
 		return nil, terms, nil
 	}
@@ -504,7 +508,7 @@ func lexicalRank(t *txn, tenant, query string, offset, limit int) (ranked []rank
 	for f := range st.avg {
 		st.avg[f] = max(sum[f]/st.docs, 1)
 	}
-	ps, df, err := loadPostings(t, tenant, terms, 0)
+	ps, df, err := loadPostings(t, tenant, version, terms, 0)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -529,34 +533,82 @@ func lexicalRank(t *txn, tenant, query string, offset, limit int) (ranked []rank
 }
 
 // loadPostings reads the tenant's postings of terms, numbering them from
-// base, and the document frequency of each.
-func loadPostings(t *txn, tenant string, terms []string, base int) ([]lexPosting, []int, error) {
+// base, and the document frequency of each. The postings come by term (in
+// byte order), then by entity: the order scorePostings adds them in. The
+// lists of terms kept at the tenant's index version (lexcache.go) are not
+// read again.
+func loadPostings(t *txn, tenant string, version int64, terms []string, base int) ([]lexPosting, []int, error) {
+	lists := make(map[string][]cachedPosting, len(terms))
+	var missing []string
+	for _, term := range terms {
+		if ps, ok := t.s.postings.get(tenant, term, version); ok {
+			lists[term] = ps
+		} else {
+			missing = append(missing, term)
+		}
+	}
+	if len(missing) > 0 {
+		read, err := readPostings(t, tenant, missing)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, term := range missing {
+			lists[term] = read[term]
+			t.s.postings.add(tenant, term, version, read[term])
+		}
+	}
+	order := make([]int, len(terms))
+	n := 0
+	for i := range order {
+		order[i] = i
+		n += len(lists[terms[i]])
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(terms[a], terms[b]) })
+	df := make([]int, len(terms))
+	ps := make([]lexPosting, 0, n)
+	for _, i := range order {
+		list := lists[terms[i]]
+		df[i] = len(list)
+		for _, c := range list {
+			p := lexPosting{term: base + i, id: c.id}
+			for f := range numFields {
+				p.tf[f], p.len[f] = float64(c.counts[f]), float64(c.counts[numFields+f])
+			}
+			ps = append(ps, p)
+		}
+	}
+	return ps, df, nil
+}
+
+// readPostings reads the tenant's posting lists of terms from the index,
+// each by entity.
+func readPostings(t *txn, tenant string, terms []string) (map[string][]cachedPosting, error) {
 	list, _ := json.Marshal(terms)
 	rows, err := t.query(`SELECT term, entity_id, tf_name, tf_type, tf_alias, tf_obs, len_name, len_type, len_alias, len_obs
 		FROM search_postings WHERE tenant_id = ? AND term IN (SELECT value FROM json_each(?))`, tenant, string(list))
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer rows.Close()
-	termIdx := make(map[string]int, len(terms))
-	for i, term := range terms {
-		termIdx[term] = base + i
-	}
-	df := make([]int, len(terms))
-	var ps []lexPosting
+	out := make(map[string][]cachedPosting, len(terms))
 	for rows.Next() {
 		var (
-			p    lexPosting
 			term string
+			p    cachedPosting
+			c    = &p.counts
 		)
-		if err := rows.Scan(&term, &p.id, &p.tf[0], &p.tf[1], &p.tf[2], &p.tf[3], &p.len[0], &p.len[1], &p.len[2], &p.len[3]); err != nil {
-			return nil, nil, err
+		if err := rows.Scan(&term, &p.id, &c[0], &c[1], &c[2], &c[3], &c[4], &c[5], &c[6], &c[7]); err != nil {
+			return nil, err
 		}
-		p.term = termIdx[term]
-		df[p.term-base]++
-		ps = append(ps, p)
+		out[term] = append(out[term], p)
 	}
-	return ps, df, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for _, ps := range out {
+		slices.SortFunc(ps, func(a, b cachedPosting) int { return cmp.Compare(a.id, b.id) })
+	}
+	return out, nil
 }
 
 // scorePostings sums, per entity, the BM25F score of each term times its

@@ -62,7 +62,7 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 	db := stdlib.OpenDBFromPool(pool)
 	// Writes take at most half the pool, so reads always find connections.
 	s := &Store{path: redactURL(dbURL), w: db, r: db, now: opts.Now, collab: collab, pg: &pgBackend{pool: pool, origin: newUUID()},
-		gate: newWriteGate(int(pool.Config().MaxConns) / 2)}
+		gate: newWriteGate(int(pool.Config().MaxConns) / 2), postings: newPostingsCache()}
 	if err := s.migratePostgres(ctx); err != nil {
 		s.Close()
 		return nil, err

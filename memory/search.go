@@ -3,7 +3,9 @@ package memory
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -260,7 +262,8 @@ func (s *Store) exactCandidates(t *txn, tenant, q string) ([]rankedID, error) {
 }
 
 // loadHits loads the page's entities with observations, aliases and
-// metadata, in page order.
+// metadata, in page order: one query, the entities joined with their
+// observations.
 func loadHits(t *txn, tenant string, page []rankedID) ([]SearchHit, error) {
 	ids := make([]int64, len(page))
 	pos := make(map[int64]int, len(page))
@@ -269,53 +272,55 @@ func loadHits(t *txn, tenant string, page []rankedID) ([]SearchHit, error) {
 		ids[i] = r.id
 		pos[r.id] = i
 		out[i] = SearchHit{Score: r.score, MatchedWords: r.matched}
-		out[i].Observations = []string{}
 	}
 	list, _ := json.Marshal(ids)
-	rows, err := t.query(`SELECT id, name, entity_type, aliases, metadata, created_at, updated_at FROM entities
-		WHERE tenant_id = ? AND id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))`, tenant, string(list))
+	rows, err := t.query(`SELECT e.id, e.name, e.entity_type, e.aliases, e.metadata, e.created_at, e.updated_at, o.content
+		FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+		WHERE e.tenant_id = ? AND e.id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))
+		ORDER BY e.id, o.id`, tenant, string(list))
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
+	var h *SearchHit
 	for rows.Next() {
+		// An entity's columns repeat on each of its observations' rows;
+		// they are converted on its first.
 		var (
-			id            int64
-			e             Entity
-			aliases, meta string
+			id                                         int64
+			name, typ, aliases, meta, created, updated sql.RawBytes
+			content                                    sql.NullString
 		)
-		if err := rows.Scan(&id, &e.Name, &e.EntityType, &aliases, &meta, &e.CreatedAt, &e.UpdatedAt); err != nil {
+		if err := rows.Scan(&id, &name, &typ, &aliases, &meta, &created, &updated, &content); err != nil {
 			return nil, err
 		}
-		h := &out[pos[id]]
-		e.Observations = h.Observations
-		if err := json.Unmarshal([]byte(aliases), &e.Aliases); err != nil {
-			return nil, err
+		i, ok := pos[id]
+		if !ok {
+			return nil, fmt.Errorf("entity %d, which was not asked for", id)
 		}
-		if err := json.Unmarshal([]byte(meta), &e.Metadata); err != nil {
-			return nil, err
+		if h != &out[i] {
+			h = &out[i]
+			e := Entity{Name: string(name), EntityType: string(typ), Observations: []string{},
+				CreatedAt: string(created), UpdatedAt: string(updated)}
+			if err := json.Unmarshal(aliases, &e.Aliases); err != nil {
+				return nil, err
+			}
+			if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+				return nil, err
+			}
+			h.Entity = e
 		}
-		h.Entity = e
+		if content.Valid {
+			h.Observations = append(h.Observations, content.String)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	obs, err := t.query(`SELECT entity_id, content FROM observations
-		WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM json_each(?)) ORDER BY entity_id, id`, tenant, string(list))
-	if err != nil {
-		return nil, err
-	}
-	defer obs.Close()
-	for obs.Next() {
-		var (
-			id      int64
-			content string
-		)
-		if err := obs.Scan(&id, &content); err != nil {
-			return nil, err
+	for i := range out {
+		if out[i].Observations == nil {
+			out[i].Observations = []string{} // deleted since it was ranked
 		}
-		h := &out[pos[id]]
-		h.Observations = append(h.Observations, content)
 	}
-	return out, obs.Err()
+	return out, nil
 }

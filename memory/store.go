@@ -123,6 +123,8 @@ type Store struct {
 	// trigramDF caches trigram document frequencies for SQLite's search
 	// planning (nil on PostgreSQL, which plans with pg_trgm).
 	trigramDF *lru.Cache[string, int]
+	// postings keeps recent posting lists of ranked search (lexcache.go).
+	postings *postingsCache
 
 	// wake, when not nil, is closed to wake a waiting embedding indexer
 	// (semantic.go) after a write queued entities.
@@ -402,7 +404,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	r.SetConnMaxLifetime(0)
 
 	s := &Store{path: path, w: w, r: r, now: opts.Now, collab: collab, gate: newWriteGate(1),
-		sqliteChanges: newSQLiteChanges(opts.logger())}
+		sqliteChanges: newSQLiteChanges(opts.logger()), postings: newPostingsCache()}
 	s.wStmts.db, s.rStmts.db = w, r
 	s.trigramDF, _ = lru.New[string, int](1 << 16) // New fails only for a size <= 0
 	if err := s.checkWAL(ctx); err != nil {

@@ -445,7 +445,7 @@ type SearchStore interface {
 }
 
 const (
-	defaultSearchLimit = 50
+	defaultSearchLimit = 10
 	maxSearchLimit     = 200
 )
 
@@ -453,7 +453,7 @@ const (
 type searchEntitiesArgs struct {
 	Query      string `json:"query" jsonschema:"words to look for in entity names, types and observations" max:"4096"`
 	SearchType string `json:"searchType,omitempty" jsonschema:"hybrid (default): BM25 word ranking fused with embedding similarity when the server has an embedder, BM25 alone otherwise; semantic: embedding similarity only (an error when the server has no embedder); exact: case-insensitive substring; graph: word ranking plus the relations of the results"`
-	Limit      int    `json:"limit,omitempty" jsonschema:"at most this many entities (default 50, at most 200)"`
+	Limit      int    `json:"limit,omitempty" jsonschema:"at most this many entities (default 10, at most 200)"`
 	Offset     int    `json:"offset,omitempty" jsonschema:"skip this many entities (for the next page)"`
 }
 
@@ -487,7 +487,7 @@ func (h *Handlers) searchEntities() server.ServerTool {
 		Tool: newTool("search_entities", "Search Entities",
 			"Ranked search of the knowledge graph for natural-language queries: an entity matches when any word of the "+
 				"query (stemmed, common words ignored) is in its name, type, aliases or observations, ranked by BM25 "+
-				"(rare words, name hits and short entities weigh most), ties most recently updated first. Returns a page of entities with score, and total. "+
+				"(rare words, name hits and short entities weigh most), ties most recently updated first. Returns a page of entities (10 unless limit says otherwise) with score, and total. "+
 				"searchType hybrid (default) fuses this word ranking with embedding similarity when the server has an embedder, and semantic "+
 				"ranks by embedding similarity alone (an error without one); the result's semantic field says whether embeddings were used.",
 			annotations{readOnly: true, destructive: false, idempotent: true},

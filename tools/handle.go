@@ -259,9 +259,12 @@ func (h *Handlers) renderOnce(res any) (*mcp.CallToolResult, int, error) {
 		return nil, 0, err
 	}
 	text := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	// RawStructuredContent is what goes on the wire, so res is encoded
+	// once; StructuredContent keeps the value for in-process readers.
 	r := &mcp.CallToolResult{
-		Content:           []mcp.Content{mcp.NewTextContent(string(text))},
-		StructuredContent: res,
+		Content:              []mcp.Content{mcp.NewTextContent(string(text))},
+		StructuredContent:    res,
+		RawStructuredContent: text,
 	}
 	wire, err := json.Marshal(r)
 	if err != nil {

@@ -20,7 +20,7 @@ func TestSearchEntitiesTool(t *testing.T) {
 		{"relation with properties", a, "create_relations", map[string]any{"relations": []map[string]any{{"from": "Billing", "to": "Kafka Cluster", "relationType": "uses", "properties": map[string]any{"since": 2020}}}},
 			`{"relations":[{"from":"Billing","to":"Kafka Cluster","relationType":"uses","properties":{"since":2020}}]}`, ""},
 		{"ranked", a, "search_entities", map[string]any{"query": "kafka"},
-			`{"total":3,"offset":0,"limit":50,"searchType":"hybrid","words":["kafka"],"entities":[{"name":"Kafka Cluster","aliases":["events"],"metadata":{"tier":1}},{"name":"Billing"},{"name":"Observer"}]}`, ""},
+			`{"total":3,"offset":0,"limit":10,"searchType":"hybrid","words":["kafka"],"entities":[{"name":"Kafka Cluster","aliases":["events"],"metadata":{"tier":1}},{"name":"Billing"},{"name":"Observer"}]}`, ""},
 		{"natural language never errors", a, "search_entities", map[string]any{"query": `what "runs" on k8s (NEAR kafka*)?`},
 			`{"total":3,"entities":[{"name":"Kafka Cluster","matchedWords":3},{"name":"Billing"},{"name":"Observer"}]}`, ""},
 		{"paged", a, "search_entities", map[string]any{"query": "kafka", "limit": 1, "offset": 1}, `{"total":3,"nextOffset":2,"entities":[{"name":"Billing"}]}`, ""},
