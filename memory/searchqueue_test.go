@@ -22,7 +22,9 @@ func queued(t *testing.T, s *Store, tenant string) int {
 }
 
 // writerTime is the writer time tenant has used (writeGate): it moves
-// whenever the tenant takes a write turn.
+// whenever the tenant takes a write turn. Another write may forget a
+// tenant's entry (writeGate.release), so tests that read it stop the
+// store's background writers first.
 func writerTime(s *Store, tenant string) time.Duration {
 	s.gate.mu.Lock()
 	defer s.gate.mu.Unlock()
@@ -66,6 +68,7 @@ func TestSearchSeesQueuedWrites(t *testing.T) {
 func TestSearchIndexesOnlyItsTenantsQueue(t *testing.T) {
 	s := newTestStore(t)
 	s.stopSearchIndexer()
+	s.stopChangeWriter() // no write but the test's own
 	a, b := as("a"), as("b")
 	mustCreate(t, s, b, Entity{Name: "Ledger", EntityType: "database", Observations: []string{"stores invoices"}})
 	if got := searchNames(t, s, "b", "invoice"); len(got) != 1 {
