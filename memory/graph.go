@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -798,53 +799,80 @@ func (g *Graph) pageEnd(offset int) {
 // the caller re-checks exactly. rows is nil when nothing can match.
 //
 // SQLite asks the trigram FTS tables for the rarest trigrams of query
-// (trigramMatch); queries under three characters scan the tenant.
+// among the tenant's rows (trigramMatch); queries under three characters,
+// or holding U+FDD0, scan the tenant.
 // PostgreSQL asks the pg_trgm indexes with ILIKE (ilikePattern).
 func (s *Store) substringCandidates(t *txn, tenant, query string) (*sql.Rows, error) {
+	q, args, err := s.substringQuery(t, tenant, query)
+	if err != nil || q == "" {
+		return nil, err
+	}
+	if s.pg != nil {
+		// The rows a plan reads must be the tenant's only: every index
+		// on these tables leads with tenant_id, so only a sequential scan
+		// reads other tenants' rows, and the planner picks one for small
+		// tables.
+		if _, err := t.exec(`SET LOCAL enable_seqscan = off`); err != nil {
+			return nil, err
+		}
+	}
+	if s.onSubstringQuery != nil {
+		s.onSubstringQuery(t, q, args)
+	}
+	return t.query(q, args...)
+}
+
+// substringQuery returns substringCandidates' statement and arguments, or
+// "" when nothing can match.
+func (s *Store) substringQuery(t *txn, tenant, query string) (string, []any, error) {
 	const cols = `SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content`
+	const scan = cols + ` FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
+		WHERE e.tenant_id = ? ORDER BY e.id, o.id`
 	if s.pg != nil {
 		if strings.ContainsRune(query, 0) {
-			return nil, nil // PostgreSQL text cannot hold NUL
+			return "", nil, nil // PostgreSQL text cannot hold NUL
 		}
 		p := ilikePattern(query)
 		if p == "%" {
-			return t.query(cols+` FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-				WHERE e.tenant_id = ? ORDER BY e.id, o.id`, tenant)
+			return scan, []any{tenant}, nil
 		}
-		return t.query(`WITH hits(id) AS (
+		return `WITH hits(id) AS (
 				SELECT id FROM entities WHERE tenant_id = ? AND (name ILIKE ? OR entity_type ILIKE ?)
 				UNION
 				SELECT entity_id FROM observations WHERE tenant_id = ? AND content ILIKE ?)
-			`+cols+` FROM hits h JOIN entities e ON e.id = h.id AND e.tenant_id = ?
+			` + cols + ` FROM hits h JOIN entities e ON e.id = h.id AND e.tenant_id = ?
 			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-			ORDER BY e.id, o.id`, tenant, p, p, tenant, p, tenant)
+			ORDER BY e.id, o.id`, []any{tenant, p, p, tenant, p, tenant}, nil
 	}
-	entMatch, entOK, err := s.trigramMatch(t, "entities_fts", query)
-	if err != nil {
-		return nil, err
+	mark, ok, err := substringMark(t, tenant)
+	if err != nil || !ok {
+		return "", nil, err // the tenant never had an entity: nothing can match
 	}
-	obsMatch, obsOK, err := s.trigramMatch(t, "observations_fts", query)
+	entMatch, entOK, err := s.trigramMatch(t, "entities_fts", mark, query)
 	if err != nil {
-		return nil, err
+		return "", nil, err
+	}
+	obsMatch, obsOK, err := s.trigramMatch(t, "observations_fts", mark, query)
+	if err != nil {
+		return "", nil, err
 	}
 	switch {
 	case entOK && obsOK && entMatch == "" && obsMatch == "":
-		return nil, nil // some trigram of the query is in no document
+		return "", nil, nil // some trigram of the query is in none of the tenant's rows
 	case entOK && obsOK:
 		// CROSS JOIN makes SQLite drive from the index hits instead of
 		// scanning the tenant's rows and probing the hit list.
-		return t.query(`WITH hits(id) AS (
+		return `WITH hits(id) AS (
 				SELECT e.id FROM (SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?) f
 				CROSS JOIN entities e ON e.id = f.rowid WHERE e.tenant_id = ?
 				UNION
 				SELECT o.entity_id FROM (SELECT rowid FROM observations_fts WHERE observations_fts MATCH ?) f
 				CROSS JOIN observations o ON o.id = f.rowid WHERE o.tenant_id = ?)
-			`+cols+` FROM hits h CROSS JOIN entities e ON e.id = h.id AND e.tenant_id = ?
+			` + cols + ` FROM hits h CROSS JOIN entities e ON e.id = h.id AND e.tenant_id = ?
 			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-			ORDER BY e.id, o.id`, orNothing(entMatch), tenant, orNothing(obsMatch), tenant, tenant)
+			ORDER BY e.id, o.id`, []any{orNothing(entMatch), tenant, orNothing(obsMatch), tenant, tenant}, nil
 	default:
-		return t.query(cols+` FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-			WHERE e.tenant_id = ? ORDER BY e.id, o.id`, tenant)
+		return scan, []any{tenant}, nil
 	}
 }
 
@@ -894,9 +922,9 @@ func ilikeLiteral(r rune) bool {
 }
 
 // nothingMatch stands for "no candidates from this table" in a query that
-// still asks the other table; a document that does contain it is only a
-// false candidate, removed by the exact re-check.
-const nothingMatch = "\"\x01\x01\x01\""
+// still asks the other table: a trigram that starts with the mark rune but
+// is no tenant's mark, so no row has it.
+const nothingMatch = "\"\uFDD0\uFDD0\uFDD0\""
 
 func orNothing(m string) string {
 	if m == "" {
@@ -908,20 +936,43 @@ func orNothing(m string) string {
 // maxPlanTrigrams is how many of the query's trigrams are asked of the index.
 const maxPlanTrigrams = 3
 
-// trigramMatch plans a substring query against a trigram FTS table: it
-// returns an FTS expression ANDing the rarest few trigrams of query, or ""
-// when some trigram of query is in no document (nothing can match), and
-// ok=false when the query is too short for the index (under three
-// characters, or containing NUL). Every candidate is re-checked exactly by
-// the caller, so the choice of trigrams only affects speed.
+// substringMarkRune starts every tenant mark in the trigram indexes and is
+// removed from the text they index (migration 0015), so no text has a
+// mark's trigram.
+const substringMarkRune = '\uFDD0'
+
+// substringMark returns the trigram that marks tenant's rows in the trigram
+// indexes (migration 0015 computes the same in SQL), or ok=false when the
+// tenant has never had an entity.
+func substringMark(t *txn, tenant string) (mark string, ok bool, err error) {
+	var n int64
+	switch err := t.queryRow(`SELECT n FROM substring_fts_tenants WHERE tenant_id = ?`, tenant).Scan(&n); {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", false, nil
+	case err != nil:
+		return "", false, err
+	}
+	return string([]rune{substringMarkRune, rune(0x4E00 + (n>>14)%16384), rune(0x4E00 + n%16384)}), true, nil
+}
+
+// trigramMatch plans a substring query against a trigram FTS table among
+// the rows of the tenant that mark (substringMark) stands for: it returns
+// an FTS expression ANDing the mark with the rarest few of query's
+// trigrams in the tenant's rows, or "" when some trigram of query is in
+// none of them (nothing can match), and ok=false when the query is too
+// short for the index (under three characters) or holds NUL or the mark
+// rune, which are not indexed. Every candidate is re-checked exactly by the
+// caller, so the choice of trigrams only affects speed; both the counts
+// that choose and the rows the expression reaches are the tenant's only
+// (TestSubstringSearchWorkIsPerTenant).
 //
-// Document frequencies come from a bounded cache of whole-index
-// statistics (counts, no rows, no tenant data). A cached count may be stale;
-// that only makes a plan slower. Zero is never cached, so "no document
-// has this trigram" is always decided on fresh data.
-func (s *Store) trigramMatch(t *txn, table, query string) (match string, ok bool, err error) {
+// Counts come from a bounded cache keyed by the mark. A cached count may
+// be stale; that only makes a plan slower. Zero is never cached, so "the
+// tenant has no document with this trigram" is always decided on fresh
+// data.
+func (s *Store) trigramMatch(t *txn, table, mark, query string) (match string, ok bool, err error) {
 	runes := []rune(strings.ToLower(query))
-	if len(runes) < 3 || strings.ContainsRune(query, 0) {
+	if len(runes) < 3 || strings.ContainsRune(query, 0) || strings.ContainsRune(query, substringMarkRune) {
 		return "", false, nil
 	}
 	type tri struct {
@@ -936,10 +987,10 @@ func (s *Store) trigramMatch(t *txn, table, query string) (match string, ok bool
 			continue
 		}
 		seen[text] = true
-		key := table + "\x00" + text
+		key := table + "\x00" + mark + text
 		df, cached := s.trigramDF.Get(key)
 		if !cached {
-			if err := t.queryRow(`SELECT count(*) FROM `+table+` WHERE `+table+` MATCH ?`, quoteFTS(text)).Scan(&df); err != nil {
+			if err := t.queryRow(`SELECT count(*) FROM `+table+` WHERE `+table+` MATCH ?`, quoteFTS(mark)+" AND "+quoteFTS(text)).Scan(&df); err != nil {
 				return "", false, err
 			}
 			if df == 0 {
@@ -950,7 +1001,7 @@ func (s *Store) trigramMatch(t *txn, table, query string) (match string, ok bool
 		tris = append(tris, tri{text, df})
 	}
 	sort.Slice(tris, func(i, j int) bool { return tris[i].df < tris[j].df })
-	parts := make([]string, 0, maxPlanTrigrams)
+	parts := []string{quoteFTS(mark)}
 	for i := 0; i < len(tris) && i < maxPlanTrigrams; i++ {
 		parts = append(parts, quoteFTS(tris[i].text))
 	}

@@ -123,6 +123,10 @@ type Store struct {
 	// trigramDF caches trigram document frequencies for SQLite's search
 	// planning (nil on PostgreSQL, which plans with pg_trgm).
 	trigramDF *lru.Cache[string, int]
+	// onSubstringQuery, when set (by tests), sees the statement and
+	// arguments of each substring search's candidate query, in its
+	// transaction.
+	onSubstringQuery func(t *txn, q string, args []any)
 	// postings keeps recent posting lists of ranked search (lexcache.go).
 	postings *postingsCache
 

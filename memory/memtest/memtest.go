@@ -40,7 +40,7 @@ func DSN(t testing.TB) string {
 var extOnce sync.Once
 
 // Schema creates a schema in the PostgreSQL database at base and returns
-// base with search_path set to it (then public, where pg_trgm lives). The
+// base with search_path set to it (then public, where pg_trgm and btree_gin live). The
 // schema is dropped with everything in it when t ends.
 func Schema(t testing.TB, base string) string {
 	t.Helper()
@@ -55,8 +55,9 @@ func Schema(t testing.TB, base string) string {
 		// while search_path names a test schema would land in that schema.
 		if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(4242);
 			CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public;
+			CREATE EXTENSION IF NOT EXISTS btree_gin SCHEMA public;
 			SELECT pg_advisory_unlock(4242)`); err != nil {
-			t.Fatalf("memtest: create pg_trgm: %v", err)
+			t.Fatalf("memtest: create extensions: %v", err)
 		}
 	})
 	b := make([]byte, 8)
