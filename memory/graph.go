@@ -799,8 +799,8 @@ func (g *Graph) pageEnd(offset int) {
 // the caller re-checks exactly. rows is nil when nothing can match.
 //
 // SQLite asks the trigram FTS tables for the rarest trigrams of query
-// among the tenant's rows (trigramMatch); queries under three characters,
-// or holding U+FDD0, scan the tenant.
+// among the tenant's rows (trigramMatch); queries under three characters
+// scan the tenant.
 // PostgreSQL asks the pg_trgm indexes with ILIKE (ilikePattern).
 func (s *Store) substringCandidates(t *txn, tenant, query string) (*sql.Rows, error) {
 	q, args, err := s.substringQuery(t, tenant, query)
@@ -844,15 +844,15 @@ func (s *Store) substringQuery(t *txn, tenant, query string) (string, []any, err
 			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
 			ORDER BY e.id, o.id`, []any{tenant, p, p, tenant, p, tenant}, nil
 	}
-	mark, ok, err := substringMark(t, tenant)
+	lo, hi, ok, err := substringRange(t, tenant)
 	if err != nil || !ok {
 		return "", nil, err // the tenant never had an entity: nothing can match
 	}
-	entMatch, entOK, err := s.trigramMatch(t, "entities_fts", mark, query)
+	entMatch, entOK, err := s.trigramMatch(t, "entities_fts", lo, hi, query)
 	if err != nil {
 		return "", nil, err
 	}
-	obsMatch, obsOK, err := s.trigramMatch(t, "observations_fts", mark, query)
+	obsMatch, obsOK, err := s.trigramMatch(t, "observations_fts", lo, hi, query)
 	if err != nil {
 		return "", nil, err
 	}
@@ -863,14 +863,14 @@ func (s *Store) substringQuery(t *txn, tenant, query string) (string, []any, err
 		// CROSS JOIN makes SQLite drive from the index hits instead of
 		// scanning the tenant's rows and probing the hit list.
 		return `WITH hits(id) AS (
-				SELECT e.id FROM (SELECT rowid FROM entities_fts WHERE entities_fts MATCH ?) f
-				CROSS JOIN entities e ON e.id = f.rowid WHERE e.tenant_id = ?
+				SELECT e.id FROM (SELECT rowid - ? AS id FROM entities_fts WHERE entities_fts MATCH ? AND rowid BETWEEN ? AND ?) f
+				CROSS JOIN entities e ON e.id = f.id WHERE e.tenant_id = ?
 				UNION
-				SELECT o.entity_id FROM (SELECT rowid FROM observations_fts WHERE observations_fts MATCH ?) f
-				CROSS JOIN observations o ON o.id = f.rowid WHERE o.tenant_id = ?)
+				SELECT o.entity_id FROM (SELECT rowid - ? AS id FROM observations_fts WHERE observations_fts MATCH ? AND rowid BETWEEN ? AND ?) f
+				CROSS JOIN observations o ON o.id = f.id WHERE o.tenant_id = ?)
 			` + cols + ` FROM hits h CROSS JOIN entities e ON e.id = h.id AND e.tenant_id = ?
 			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-			ORDER BY e.id, o.id`, []any{orNothing(entMatch), tenant, orNothing(obsMatch), tenant, tenant}, nil
+			ORDER BY e.id, o.id`, []any{lo, orNothing(entMatch), lo, hi, tenant, lo, orNothing(obsMatch), lo, hi, tenant, tenant}, nil
 	default:
 		return scan, []any{tenant}, nil
 	}
@@ -922,9 +922,9 @@ func ilikeLiteral(r rune) bool {
 }
 
 // nothingMatch stands for "no candidates from this table" in a query that
-// still asks the other table: a trigram that starts with the mark rune but
-// is no tenant's mark, so no row has it.
-const nothingMatch = "\"\uFDD0\uFDD0\uFDD0\""
+// still asks the other table; a document that does contain it is only a
+// false candidate, removed by the exact re-check.
+const nothingMatch = "\"\x01\x01\x01\""
 
 func orNothing(m string) string {
 	if m == "" {
@@ -936,43 +936,37 @@ func orNothing(m string) string {
 // maxPlanTrigrams is how many of the query's trigrams are asked of the index.
 const maxPlanTrigrams = 3
 
-// substringMarkRune starts every tenant mark in the trigram indexes and is
-// removed from the text they index (migration 0015), so no text has a
-// mark's trigram.
-const substringMarkRune = '\uFDD0'
-
-// substringMark returns the trigram that marks tenant's rows in the trigram
-// indexes (migration 0015 computes the same in SQL), or ok=false when the
-// tenant has never had an entity.
-func substringMark(t *txn, tenant string) (mark string, ok bool, err error) {
+// substringRange returns the rowid range of tenant's rows in the trigram
+// indexes (migration 0015: (n << 40) + id for the tenant's number n), or
+// ok=false when the tenant has never had an entity.
+func substringRange(t *txn, tenant string) (lo, hi int64, ok bool, err error) {
 	var n int64
 	switch err := t.queryRow(`SELECT n FROM substring_fts_tenants WHERE tenant_id = ?`, tenant).Scan(&n); {
 	case errors.Is(err, sql.ErrNoRows):
-		return "", false, nil
+		return 0, 0, false, nil
 	case err != nil:
-		return "", false, err
+		return 0, 0, false, err
 	}
-	return string([]rune{substringMarkRune, rune(0x4E00 + (n>>14)%16384), rune(0x4E00 + n%16384)}), true, nil
+	return n << 40, (n+1)<<40 - 1, true, nil
 }
 
 // trigramMatch plans a substring query against a trigram FTS table among
-// the rows of the tenant that mark (substringMark) stands for: it returns
-// an FTS expression ANDing the mark with the rarest few of query's
-// trigrams in the tenant's rows, or "" when some trigram of query is in
-// none of them (nothing can match), and ok=false when the query is too
-// short for the index (under three characters) or holds NUL or the mark
-// rune, which are not indexed. Every candidate is re-checked exactly by the
-// caller, so the choice of trigrams only affects speed; both the counts
+// the tenant's rows, rowids lo to hi (substringRange): it returns an FTS
+// expression ANDing the rarest few of query's trigrams in those rows, or
+// "" when some trigram of query is in none of them (nothing can match),
+// and ok=false when the query is too short for the index (under three
+// characters, or containing NUL). Every candidate is re-checked exactly by
+// the caller, so the choice of trigrams only affects speed; both the counts
 // that choose and the rows the expression reaches are the tenant's only
 // (TestSubstringSearchWorkIsPerTenant).
 //
-// Counts come from a bounded cache keyed by the mark. A cached count may
-// be stale; that only makes a plan slower. Zero is never cached, so "the
-// tenant has no document with this trigram" is always decided on fresh
-// data.
-func (s *Store) trigramMatch(t *txn, table, mark, query string) (match string, ok bool, err error) {
+// Counts come from a bounded cache keyed by the tenant's range. A cached
+// count may be stale; that only makes a plan slower. Zero is never cached,
+// so "the tenant has no document with this trigram" is always decided on
+// fresh data.
+func (s *Store) trigramMatch(t *txn, table string, lo, hi int64, query string) (match string, ok bool, err error) {
 	runes := []rune(strings.ToLower(query))
-	if len(runes) < 3 || strings.ContainsRune(query, 0) || strings.ContainsRune(query, substringMarkRune) {
+	if len(runes) < 3 || strings.ContainsRune(query, 0) {
 		return "", false, nil
 	}
 	type tri struct {
@@ -987,10 +981,10 @@ func (s *Store) trigramMatch(t *txn, table, mark, query string) (match string, o
 			continue
 		}
 		seen[text] = true
-		key := table + "\x00" + mark + text
+		key := fmt.Sprintf("%s\x00%d\x00%s", table, lo, text)
 		df, cached := s.trigramDF.Get(key)
 		if !cached {
-			if err := t.queryRow(`SELECT count(*) FROM `+table+` WHERE `+table+` MATCH ?`, quoteFTS(mark)+" AND "+quoteFTS(text)).Scan(&df); err != nil {
+			if err := t.queryRow(`SELECT count(*) FROM `+table+` WHERE `+table+` MATCH ? AND rowid BETWEEN ? AND ?`, quoteFTS(text), lo, hi).Scan(&df); err != nil {
 				return "", false, err
 			}
 			if df == 0 {
@@ -1001,7 +995,7 @@ func (s *Store) trigramMatch(t *txn, table, mark, query string) (match string, o
 		tris = append(tris, tri{text, df})
 	}
 	sort.Slice(tris, func(i, j int) bool { return tris[i].df < tris[j].df })
-	parts := []string{quoteFTS(mark)}
+	parts := make([]string, 0, maxPlanTrigrams)
 	for i := 0; i < len(tris) && i < maxPlanTrigrams; i++ {
 		parts = append(parts, quoteFTS(tris[i].text))
 	}

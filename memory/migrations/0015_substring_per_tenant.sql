@@ -4,20 +4,15 @@
 -- walked every tenant's hits before filtering by tenant, so what one
 -- tenant's search cost told it about another tenant's text.
 --
--- Now every indexed row also carries its tenant's mark: one trigram that
--- no text can contain, because it starts with U+FDD0 (a Unicode
--- noncharacter), which is removed from the text that is indexed. A search
--- ANDs its tenant's mark with the query's trigrams, so both its document
--- counts and its hits are its tenant's only. Removing U+FDD0 from indexed
--- text keeps the index a superset (every substring of a text that does not
--- hold U+FDD0 is a substring of the indexed text); a query holding U+FDD0
--- scans the tenant instead. The tables become contentless: the mark is in
--- no content table.
---
--- substring_fts_tenants numbers the tenants; a number, and so a mark,
--- never changes or moves to another tenant (rows are never deleted).
--- mark(n) = char(0xFDD0, 0x4E00 + (n >> 14) % 16384, 0x4E00 + n % 16384),
--- distinct for 2^28 tenants; substringMark in graph.go is the same function.
+-- Now each tenant's rows sit in a rowid range of their own: an indexed
+-- row's rowid is (n << 40) + id, where id is the entity's or observation's
+-- id (below 2^40) and n numbers the tenant (substring_fts_tenants; a number
+-- never changes or moves to another tenant, rows are never deleted; up to
+-- 2^22 tenants). A search asks MATCH with the tenant's range (rowid BETWEEN
+-- n << 40 AND (n + 1) << 40 - 1), which FTS5 seeks to, so both the counts
+-- that choose its trigrams and the hits it reads are its tenant's only
+-- (substringRange in graph.go). The tables become contentless: their
+-- rowids are no longer the content tables' ids.
 CREATE TABLE substring_fts_tenants (
 	n         INTEGER PRIMARY KEY,
 	tenant_id TEXT NOT NULL UNIQUE
@@ -33,53 +28,39 @@ DROP TABLE entities_fts;
 DROP TABLE observations_fts;
 
 CREATE VIRTUAL TABLE entities_fts USING fts5(
-	tenant, name, entity_type, content='', tokenize='trigram', detail='none'
+	name, entity_type, content='', tokenize='trigram', detail='none'
 );
 CREATE VIRTUAL TABLE observations_fts USING fts5(
-	tenant, content, content='', tokenize='trigram', detail='none'
+	content, content='', tokenize='trigram', detail='none'
 );
 
-INSERT INTO entities_fts(rowid, tenant, name, entity_type)
-	SELECT e.id, char(64976, 19968 + (m.n >> 14) % 16384, 19968 + m.n % 16384),
-		replace(e.name, char(64976), ''), replace(e.entity_type, char(64976), '')
+INSERT INTO entities_fts(rowid, name, entity_type)
+	SELECT (m.n << 40) + e.id, e.name, e.entity_type
 	FROM entities e JOIN substring_fts_tenants m ON m.tenant_id = e.tenant_id;
-INSERT INTO observations_fts(rowid, tenant, content)
-	SELECT o.id, char(64976, 19968 + (m.n >> 14) % 16384, 19968 + m.n % 16384),
-		replace(o.content, char(64976), '')
+INSERT INTO observations_fts(rowid, content)
+	SELECT (m.n << 40) + o.id, o.content
 	FROM observations o JOIN substring_fts_tenants m ON m.tenant_id = o.tenant_id;
 
 CREATE TRIGGER entities_fts_ai AFTER INSERT ON entities BEGIN
 	INSERT OR IGNORE INTO substring_fts_tenants(tenant_id) VALUES (new.tenant_id);
-	INSERT INTO entities_fts(rowid, tenant, name, entity_type)
-		SELECT new.id, char(64976, 19968 + (n >> 14) % 16384, 19968 + n % 16384),
-			replace(new.name, char(64976), ''), replace(new.entity_type, char(64976), '')
-		FROM substring_fts_tenants WHERE tenant_id = new.tenant_id;
+	INSERT INTO entities_fts(rowid, name, entity_type)
+		SELECT (n << 40) + new.id, new.name, new.entity_type FROM substring_fts_tenants WHERE tenant_id = new.tenant_id;
 END;
 CREATE TRIGGER entities_fts_ad AFTER DELETE ON entities BEGIN
-	INSERT INTO entities_fts(entities_fts, rowid, tenant, name, entity_type)
-		SELECT 'delete', old.id, char(64976, 19968 + (n >> 14) % 16384, 19968 + n % 16384),
-			replace(old.name, char(64976), ''), replace(old.entity_type, char(64976), '')
-		FROM substring_fts_tenants WHERE tenant_id = old.tenant_id;
+	INSERT INTO entities_fts(entities_fts, rowid, name, entity_type)
+		SELECT 'delete', (n << 40) + old.id, old.name, old.entity_type FROM substring_fts_tenants WHERE tenant_id = old.tenant_id;
 END;
 CREATE TRIGGER entities_fts_au AFTER UPDATE OF name, entity_type ON entities BEGIN
-	INSERT INTO entities_fts(entities_fts, rowid, tenant, name, entity_type)
-		SELECT 'delete', old.id, char(64976, 19968 + (n >> 14) % 16384, 19968 + n % 16384),
-			replace(old.name, char(64976), ''), replace(old.entity_type, char(64976), '')
-		FROM substring_fts_tenants WHERE tenant_id = old.tenant_id;
-	INSERT INTO entities_fts(rowid, tenant, name, entity_type)
-		SELECT new.id, char(64976, 19968 + (n >> 14) % 16384, 19968 + n % 16384),
-			replace(new.name, char(64976), ''), replace(new.entity_type, char(64976), '')
-		FROM substring_fts_tenants WHERE tenant_id = new.tenant_id;
+	INSERT INTO entities_fts(entities_fts, rowid, name, entity_type)
+		SELECT 'delete', (n << 40) + old.id, old.name, old.entity_type FROM substring_fts_tenants WHERE tenant_id = old.tenant_id;
+	INSERT INTO entities_fts(rowid, name, entity_type)
+		SELECT (n << 40) + new.id, new.name, new.entity_type FROM substring_fts_tenants WHERE tenant_id = new.tenant_id;
 END;
 CREATE TRIGGER observations_fts_ai AFTER INSERT ON observations BEGIN
-	INSERT INTO observations_fts(rowid, tenant, content)
-		SELECT new.id, char(64976, 19968 + (n >> 14) % 16384, 19968 + n % 16384),
-			replace(new.content, char(64976), '')
-		FROM substring_fts_tenants WHERE tenant_id = new.tenant_id;
+	INSERT INTO observations_fts(rowid, content)
+		SELECT (n << 40) + new.id, new.content FROM substring_fts_tenants WHERE tenant_id = new.tenant_id;
 END;
 CREATE TRIGGER observations_fts_ad AFTER DELETE ON observations BEGIN
-	INSERT INTO observations_fts(observations_fts, rowid, tenant, content)
-		SELECT 'delete', old.id, char(64976, 19968 + (n >> 14) % 16384, 19968 + n % 16384),
-			replace(old.content, char(64976), '')
-		FROM substring_fts_tenants WHERE tenant_id = old.tenant_id;
+	INSERT INTO observations_fts(observations_fts, rowid, content)
+		SELECT 'delete', (n << 40) + old.id, old.content FROM substring_fts_tenants WHERE tenant_id = old.tenant_id;
 END;
