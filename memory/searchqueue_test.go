@@ -69,6 +69,7 @@ func TestSearchIndexesOnlyItsTenantsQueue(t *testing.T) {
 	s := newTestStore(t)
 	s.stopSearchIndexer()
 	s.stopChangeWriter() // no write but the test's own
+	s.stopFTSMerger()
 	a, b := as("a"), as("b")
 	mustCreate(t, s, b, Entity{Name: "Ledger", EntityType: "database", Observations: []string{"stores invoices"}})
 	if got := searchNames(t, s, "b", "invoice"); len(got) != 1 {

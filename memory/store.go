@@ -135,9 +135,12 @@ type Store struct {
 	// searchIdx is the word index's background worker (searchqueue.go).
 	searchIdx *searchIndexer
 	// ckpt checkpoints SQLite's WAL in the background (checkpoint.go).
-	ckpt   *checkpointer
-	wakeMu sync.Mutex
-	wake   chan struct{}
+	ckpt *checkpointer
+	// ftsMerge merges SQLite's trigram index segments in the background
+	// (ftsmerge.go).
+	ftsMerge *ftsMerger
+	wakeMu   sync.Mutex
+	wake     chan struct{}
 }
 
 // stmtCache keeps one prepared statement per query text for a pool, so hot
@@ -229,6 +232,9 @@ type txn struct {
 	searchTenant string
 	searchIDs    map[int64]bool
 	searchQueued bool
+	// ftsMerge marks the trigram-index merger's own turns (ftsmerge.go),
+	// which do not wake it again.
+	ftsMerge bool
 }
 
 // Every statement of the package passes through exec, query or queryRow,
@@ -428,6 +434,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 		return nil, err
 	}
 	s.startSearchIndexer(opts.logger())
+	s.startFTSMerger(opts.logger())
 	s.startChangeWriter()
 	return s, nil
 }
@@ -436,6 +443,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 // the WAL.
 func (s *Store) Close() error {
 	s.stopSearchIndexer()
+	s.stopFTSMerger()
 	s.stopChangeWriter()
 	if s.pg != nil {
 		return s.pg.close()
@@ -611,6 +619,9 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 		s.kickSearchIndexer()
 	}
 	s.kickCheckpointer()
+	if !t.ftsMerge {
+		s.kickFTSMerger()
+	}
 	return nil
 }
 

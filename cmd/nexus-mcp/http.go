@@ -379,6 +379,12 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 // (session guard, then mcp-go). The Host check (loopback binds), the Origin
 // check and the request metrics cover every path; /healthz, /readyz and
 // /metrics need no credential.
+// largeRequestBytes is the body size over which a tenant's requests are
+// served one at a time (tenancy.LargeRequestGate): a fifth of the largest
+// write call (tools.MaxWriteBytes), far above what reads and small writes
+// send.
+const largeRequestBytes = 16 << 10
+
 func (a *httpApp) handler() http.Handler {
 	trust := a.trust
 	if trust == nil {
@@ -389,6 +395,7 @@ func (a *httpApp) handler() http.Handler {
 	h = a.limiter.Middleware(h)
 	h = trust(h)
 	h = a.ensureTenant(h)
+	h = tenancy.LargeRequestGate(largeRequestBytes, h)
 	h = accessTenant(h)
 	h = a.sources.Middleware(a.auth.Middleware, h)
 	h = tenancy.BodyLimit(a.flags.maxBody, h)

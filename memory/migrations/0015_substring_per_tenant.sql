@@ -64,3 +64,8 @@ CREATE TRIGGER observations_fts_ad AFTER DELETE ON observations BEGIN
 	INSERT INTO observations_fts(observations_fts, rowid, content)
 		SELECT 'delete', (n << 40) + old.id, old.content FROM substring_fts_tenants WHERE tenant_id = old.tenant_id;
 END;
+
+-- Segments are merged by a background worker in short writer turns
+-- (ftsmerge.go), not by the write that completes a level of segments.
+INSERT INTO entities_fts(entities_fts, rank) VALUES('automerge', 0);
+INSERT INTO observations_fts(observations_fts, rank) VALUES('automerge', 0);
