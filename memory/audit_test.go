@@ -18,7 +18,7 @@ import (
 func auditCtx(tenant, tool string) context.Context {
 	rc := tenancy.RequestContext{TenantID: tenant, UserID: "alice", APIKeyID: "key_1", AuthMethod: tenancy.AuthAPIKey,
 		Trust: delegation.TrustContext{TraceID: "eatp-mcp-1111111111111111", AgentID: "agent-b", Chain: []string{"agent-a"},
-			SessionID: "nxs-s"}}
+			TrustSessionID: "nxs-s"}}
 	return WithAudit(tenancy.NewContext(context.Background(), rc), AuditIntent{Tool: tool, ContentHash: "c0ffee"})
 }
 

@@ -72,7 +72,7 @@ func TestTrustSessionLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := got.InactiveReason(c.Now()); r != SessionExpired {
+		if r := got.InactiveReason(c.Now()); r != TrustSessionExpired {
 			t.Errorf("InactiveReason = %q, want expired", r)
 		}
 		if ok, _ := s.TouchTrustSession(ctx, ts.ID); ok {
@@ -98,7 +98,7 @@ func TestRevokeTrustSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.InactiveReason(c.Now()) != SessionRevoked || got.RevokeReason != "lost laptop" {
+	if got.InactiveReason(c.Now()) != TrustSessionRevoked || got.RevokeReason != "lost laptop" {
 		t.Errorf("revoked session = %+v, want revoked with reason", got)
 	}
 	if ok, _ := s.TrustSessionActive(ctx, one.ID); ok {
@@ -163,10 +163,10 @@ func TestTrustSessionTenantIsolation(t *testing.T) {
 		}
 	})
 	t.Run("TrustSessions", func(t *testing.T) {
-		if got, total, _ := s.TrustSessions(b, SessionFilter{}); total != 0 || len(got) != 0 {
+		if got, total, _ := s.TrustSessions(b, TrustSessionFilter{}); total != 0 || len(got) != 0 {
 			t.Errorf("B lists %d/%d sessions, want 0", len(got), total)
 		}
-		if got, total, _ := s.TrustSessions(a, SessionFilter{}); total != 1 || len(got) != 1 {
+		if got, total, _ := s.TrustSessions(a, TrustSessionFilter{}); total != 1 || len(got) != 1 {
 			t.Errorf("owner lists %d/%d sessions, want 1", len(got), total)
 		}
 	})
@@ -206,13 +206,13 @@ func TestListTrustSessions(t *testing.T) {
 
 	for _, tc := range []struct {
 		name      string
-		f         SessionFilter
+		f         TrustSessionFilter
 		want      []string
 		wantTotal int
 	}{
-		{"active only", SessionFilter{ActiveOnly: true}, []string{live.ID}, 1},
-		{"all newest first", SessionFilter{}, []string{live.ID, revoked.ID, short.ID}, 3},
-		{"page", SessionFilter{Limit: 1, Offset: 2}, []string{short.ID}, 3},
+		{"active only", TrustSessionFilter{ActiveOnly: true}, []string{live.ID}, 1},
+		{"all newest first", TrustSessionFilter{}, []string{live.ID, revoked.ID, short.ID}, 3},
+		{"page", TrustSessionFilter{Limit: 1, Offset: 2}, []string{short.ID}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, total, err := s.TrustSessions(ctx, tc.f)
@@ -285,7 +285,7 @@ func TestRevokedSessionRefusedWhenEnforcing(t *testing.T) {
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
 	call := func(session string) int {
 		tc := delegation.TrustContext{TraceID: "eatp-mcp-00000000000000aa", AgentID: "agent-b", Chain: []string{"agent-a"},
-			Depth: 1, HasDepth: true, SessionID: session}
+			Depth: 1, HasDepth: true, TrustSessionID: session}
 		r := httptest.NewRequest(http.MethodPost, "/mcp", nil).WithContext(ctx)
 		for k, v := range delegation.ToHeaders(tc) {
 			r.Header[k] = v

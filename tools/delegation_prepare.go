@@ -150,12 +150,12 @@ func (h *Handlers) prepare(ctx context.Context, in prepareInput) (prepared, erro
 	if err != nil {
 		return prepared{}, err
 	}
-	out, err := h.forwardedContext(in, inh.chain, constraints, origin, tc.SessionID)
+	out, err := h.forwardedContext(in, inh.chain, constraints, origin, tc.TrustSessionID)
 	if err != nil {
 		return prepared{}, err
 	}
 	nd := memory.NewDelegation{TraceID: out.TraceID, CallingAgent: in.CallingAgent, TargetAgent: in.TargetAgent,
-		ToolName: in.ToolName, MCPSessionID: mcpSessionID(ctx, in.MCPSessionID), TrustSessionID: tc.SessionID,
+		ToolName: in.ToolName, MCPSessionID: mcpSessionID(ctx, in.MCPSessionID), TrustSessionID: tc.TrustSessionID,
 		Chain: out.Chain, Constraints: constraints, HumanOrigin: origin, TTL: ttl}
 	if parent != nil {
 		nd.ParentID = parent.ID
@@ -297,7 +297,7 @@ func (h *Handlers) delegatedOrigin(ctx context.Context, requested, inherited map
 func (h *Handlers) forwardedContext(in prepareInput, chain []string, constraints, origin map[string]any, trustSessionID string) (delegation.TrustContext, error) {
 	newChain := append(append([]string{}, chain...), in.CallingAgent)
 	out := delegation.TrustContext{AgentID: in.TargetAgent, Chain: newChain, Depth: len(newChain), HasDepth: true,
-		HumanOrigin: origin, SessionID: trustSessionID}
+		HumanOrigin: origin, TrustSessionID: trustSessionID}
 	if len(constraints) > 0 {
 		out.Constraints = constraints
 	}
