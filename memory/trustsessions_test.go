@@ -27,8 +27,8 @@ func mustSession(t *testing.T, s *Store, ctx context.Context, user string, ttl t
 var sessionIDPattern = regexp.MustCompile(`^nxs-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 func TestTrustSessionLifecycle(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	ts := mustSession(t, s, ctx, "alice", 8*time.Hour)
 	if !sessionIDPattern.MatchString(ts.ID) {
@@ -85,8 +85,8 @@ func TestTrustSessionLifecycle(t *testing.T) {
 }
 
 func TestRevokeTrustSessions(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	one := mustSession(t, s, ctx, "alice", time.Hour)
 	alice2 := mustSession(t, s, ctx, "alice", time.Hour)
@@ -134,7 +134,7 @@ func TestRevokeTrustSessions(t *testing.T) {
 }
 
 func TestTrustSessionTenantIsolation(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	a, b := as("a"), as("b")
 	ts := mustSession(t, s, a, "alice", time.Hour)
 	const random = "nxs-00000000-0000-4000-8000-000000000000"
@@ -193,8 +193,8 @@ func TestTrustSessionTenantIsolation(t *testing.T) {
 }
 
 func TestListTrustSessions(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	short := mustSession(t, s, ctx, "alice", time.Minute)
 	c.Advance(time.Second)
@@ -236,8 +236,8 @@ func TestListTrustSessions(t *testing.T) {
 }
 
 func TestDeleteExpiredTrustSessions(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	expA := mustSession(t, s, as("a"), "alice", time.Minute)
 	expB := mustSession(t, s, as("b"), "bob", time.Minute)
 	liveA := mustSession(t, s, as("a"), "alice", time.Hour)
@@ -272,7 +272,7 @@ func TestDeleteExpiredTrustSessions(t *testing.T) {
 // store as verifier: a request naming an active session passes, the same
 // request after revocation gets 403.
 func TestRevokedSessionRefusedWhenEnforcing(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	ctx := as("a")
 	for _, id := range []string{"agent-a", "agent-b"} {
 		if _, _, err := s.RegisterAgent(ctx, AgentRegistration{ID: id, Name: id}); err != nil {
