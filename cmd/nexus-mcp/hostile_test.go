@@ -245,13 +245,10 @@ func TestHostileArguments(t *testing.T) {
 	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
 
 	t.Run("deep json", func(t *testing.T) {
-		var worst time.Duration
 		for _, depth := range []int{3, 9000, 10001} {
 			name := fmt.Sprintf("deep-%d", depth)
 			nest := strings.Repeat("[", depth) + strings.Repeat("]", depth)
-			t0 := time.Now()
 			r := post(t, toolBody(next(), "create_entities", entityJSON(q(name), `[]`, `,"metadata":{"x":`+nest+`}`)))
-			worst = max(worst, time.Since(t0))
 			refused, msg := refusedOrError(r)
 			if depth == 3 && (refused || !r.acked()) {
 				t.Errorf("depth 3 (control) = %d %.300s, want stored", r.status, r.body)
@@ -271,7 +268,6 @@ func TestHostileArguments(t *testing.T) {
 				t.Errorf("%s stored", n)
 			}
 		}
-		t.Logf("metric deep_json_ms=%d", worst.Milliseconds())
 	})
 
 	t.Run("invalid utf-8", func(t *testing.T) {
@@ -511,9 +507,7 @@ func TestHostileSlowClients(t *testing.T) {
 		}
 		// meanwhile a normal request succeeds
 		time.Sleep(time.Second)
-		t0 := time.Now()
 		h.healthy(t, "slowloris")
-		pingMS := time.Since(t0).Milliseconds()
 		wg.Wait()
 		var worst time.Duration
 		for _, d := range closeAt {
@@ -527,7 +521,6 @@ func TestHostileSlowClients(t *testing.T) {
 		}
 		t.Logf("metric slowloris_connections=%d", conns)
 		t.Logf("metric slowloris_close_s=%.2f", worst.Seconds())
-		t.Logf("metric ping_ms_under_slowloris=%d", pingMS)
 	})
 
 	t.Run("slow body", func(t *testing.T) {
