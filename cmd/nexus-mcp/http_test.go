@@ -1155,7 +1155,6 @@ func TestHTTPGracefulShutdown(t *testing.T) {
 			res <- err
 		}()
 		<-started
-		t0 := time.Now()
 		if err := e.stop(); err != nil {
 			t.Fatalf("shutdown: %v", err)
 		}
@@ -1165,7 +1164,6 @@ func TestHTTPGracefulShutdown(t *testing.T) {
 		if got := <-outcome; got != "completed" {
 			t.Errorf("in-flight call: %s, want completed", got)
 		}
-		t.Logf("metric shutdown_s=%.2f", time.Since(t0).Seconds())
 	}
 	if _, err := http.Get(e.base + "/healthz"); err == nil {
 		t.Error("server still answers after shutdown")
