@@ -21,7 +21,7 @@ type AuditEvent struct {
 	APIKeyID    string
 	AgentID     string
 	TraceID     string
-	SessionID   string
+	SessionID   string // the trust session (X-EATP-Session-ID), not the MCP session
 	Tool        string
 	Action      string
 	Outcome     string

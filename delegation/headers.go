@@ -64,8 +64,10 @@ type TrustContext struct {
 	Depth       int
 	HasDepth    bool
 	Constraints map[string]any // JSON object; numbers are json.Number
-	SessionID   string
-	Signature   string
+	// TrustSessionID names the trust session (X-EATP-Session-ID) the
+	// request acts in; it is not the MCP session (Mcp-Session-Id).
+	TrustSessionID string
+	Signature      string
 	// Raw holds every X-EATP-* header of the request (at most 32 names),
 	// keyed by http.CanonicalHeaderKey (e.g. "X-Eatp-Trace-Id"); a repeated
 	// header's values are joined by ", " (so a signature over the single
@@ -208,7 +210,7 @@ func Extract(h http.Header, logger *slog.Logger) (TrustContext, []string) {
 
 	tc.TraceID = id(HeaderTraceID)
 	tc.AgentID = id(HeaderAgentID)
-	tc.SessionID = id(HeaderSessionID)
+	tc.TrustSessionID = id(HeaderSessionID)
 	tc.HumanOrigin = object(HeaderHumanOrigin)
 	tc.Constraints = object(HeaderConstraints)
 
@@ -273,7 +275,7 @@ func ToHeaders(tc TrustContext) http.Header {
 		h.Set(HeaderDelegationDepth, strconv.Itoa(tc.Depth))
 	}
 	object(HeaderConstraints, tc.Constraints)
-	set(HeaderSessionID, tc.SessionID)
+	set(HeaderSessionID, tc.TrustSessionID)
 	set(HeaderSignature, tc.Signature)
 	return h
 }

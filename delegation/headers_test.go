@@ -60,11 +60,11 @@ func TestExtract(t *testing.T) {
 			"X-Eatp-Delegation-Chain", `["c1","c2"]`, "X-Eatp-Delegation-Depth", "2",
 			"X-Eatp-Constraints", b64(cons), "X-Eatp-Session-Id", "nxs-1", "X-Eatp-Signature", "c2lnbmF0dXJl"),
 			want: TrustContext{TraceID: "t1", AgentID: "ag1", HumanOrigin: originMap, Chain: []string{"c1", "c2"},
-				Depth: 2, HasDepth: true, Constraints: consMap, SessionID: "nxs-1", Signature: "c2lnbmF0dXJl"}},
+				Depth: 2, HasDepth: true, Constraints: consMap, TrustSessionID: "nxs-1", Signature: "c2lnbmF0dXJl"}},
 		{name: "lower-case names", h: hdr("x-eatp-trace-id", "t1", "x-eatp-agent-id", "ag1", "x-eatp-delegation-depth", "0"),
 			want: TrustContext{TraceID: "t1", AgentID: "ag1", HasDepth: true}},
 		{name: "upper-case names", h: hdr("X-EATP-TRACE-ID", "t1", "X-EATP-AGENT-ID", "ag1", "X-EATP-SESSION-ID", "s"),
-			want: TrustContext{TraceID: "t1", AgentID: "ag1", SessionID: "s"}},
+			want: TrustContext{TraceID: "t1", AgentID: "ag1", TrustSessionID: "s"}},
 		{name: "spec spelling", h: hdr(HeaderTraceID, "t1", HeaderAgentID, "ag1"),
 			want: TrustContext{TraceID: "t1", AgentID: "ag1"}},
 		{name: "surrounding space trimmed", h: hdr(HeaderTraceID, "  t1 ", HeaderDelegationDepth, " 3 "),
@@ -196,7 +196,7 @@ func TestToHeadersRoundTrip(t *testing.T) {
 		{name: "empty"},
 		{name: "ids only", tc: TrustContext{TraceID: "eatp-mcp-0123456789abcdef", AgentID: "ag"}},
 		{name: "everything", tc: TrustContext{
-			TraceID: "t", AgentID: "ag", SessionID: "nxs-1", Signature: "abc_-1",
+			TraceID: "t", AgentID: "ag", TrustSessionID: "nxs-1", Signature: "abc_-1",
 			HumanOrigin: map[string]any{"user_id": "u", "tenant_id": "A", "nested": map[string]any{"k": []any{"x", json.Number("1.50")}}},
 			Chain:       []string{"a", "b,c", "d"}, Depth: 3, HasDepth: true,
 			Constraints: map[string]any{"max_cost": json.Number("10"), "tools": []any{"a", "b"}, "<html>": "&"},
@@ -244,7 +244,7 @@ func worstCaseHeaders() http.Header {
 	}
 	h := ToHeaders(TrustContext{
 		TraceID: strings.Repeat("t", MaxIDBytes), AgentID: strings.Repeat("a", MaxIDBytes),
-		SessionID: strings.Repeat("s", MaxIDBytes), HumanOrigin: big, Constraints: big, Chain: chain,
+		TrustSessionID: strings.Repeat("s", MaxIDBytes), HumanOrigin: big, Constraints: big, Chain: chain,
 		Depth: 16, HasDepth: true, Signature: strings.Repeat("S", 86),
 	})
 	return h
@@ -269,7 +269,8 @@ func TestExtractAllocationBound(t *testing.T) {
 	for k, v := range h {
 		t.Logf("%s: %d bytes", k, len(v[0]))
 	}
-	// The plan's bound is 64 KiB per 8 KiB header; two headers are JSON.
+	// Extract may allocate at most 64 KiB per 8 KiB JSON header (decoding
+	// costs a few times its size, no more); two of the headers are JSON.
 	if limit := uint64(2 * 64 << 10); perCall > limit {
 		t.Errorf("Extract allocates %d bytes per call, want <= %d", perCall, limit)
 	}
@@ -291,7 +292,7 @@ func FuzzExtract(f *testing.F) {
 			}
 		}
 		tc, _ := Extract(h, nil)
-		for _, id := range append([]string{tc.TraceID, tc.AgentID, tc.SessionID}, tc.Chain...) {
+		for _, id := range append([]string{tc.TraceID, tc.AgentID, tc.TrustSessionID}, tc.Chain...) {
 			if !utf8.ValidString(id) || strings.IndexFunc(id, badIDRune) >= 0 || len(id) > MaxIDBytes {
 				t.Fatalf("Extract() produced bad id %q", id)
 			}

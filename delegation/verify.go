@@ -100,8 +100,8 @@ func Verify(ctx context.Context, store Store, tc TrustContext, policy ChainPolic
 		}
 	}
 
-	if tc.SessionID != "" {
-		ok, err := store.TrustSessionActive(ctx, tc.SessionID)
+	if tc.TrustSessionID != "" {
+		ok, err := store.TrustSessionActive(ctx, tc.TrustSessionID)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return fmt.Errorf("verify trust: session: %w", err)
 		}

@@ -110,14 +110,14 @@ func ctxFor(tenant string) context.Context {
 // validTC returns a trust context that passes Verify for tenant A of newFakeStore.
 func validTC() TrustContext {
 	return TrustContext{
-		TraceID:     "trace-1",
-		AgentID:     "target",
-		HumanOrigin: map[string]any{"user_id": "u1", "tenant_id": "A"},
-		Chain:       []string{"caller"},
-		Depth:       1,
-		HasDepth:    true,
-		Constraints: map[string]any{"max_cost": 5},
-		SessionID:   "sess-a",
+		TraceID:        "trace-1",
+		AgentID:        "target",
+		HumanOrigin:    map[string]any{"user_id": "u1", "tenant_id": "A"},
+		Chain:          []string{"caller"},
+		Depth:          1,
+		HasDepth:       true,
+		Constraints:    map[string]any{"max_cost": 5},
+		TrustSessionID: "sess-a",
 	}
 }
 
@@ -144,7 +144,7 @@ func TestVerify(t *testing.T) {
 		{name: "agent of another tenant", mutate: func(tc *TrustContext) { tc.AgentID = "b-agent" }, want: ErrUntrusted, denial: true},
 		{name: "control: agent registered in both tenants", tenant: "B", mutate: func(tc *TrustContext) {
 			tc.HumanOrigin = nil
-			tc.SessionID = "sess-b"
+			tc.TrustSessionID = "sess-b"
 			tc.Chain, tc.HasDepth = []string{"b-agent"}, true
 			tc.TraceID = "trace-other"
 		}},
@@ -168,9 +168,9 @@ func TestVerify(t *testing.T) {
 		{name: "control: human origin without tenant", mutate: func(tc *TrustContext) {
 			tc.HumanOrigin = map[string]any{"user_id": "u1"}
 		}},
-		{name: "inactive session", mutate: func(tc *TrustContext) { tc.SessionID = "sess-old" }, want: ErrUntrusted, denial: true},
-		{name: "unknown session", mutate: func(tc *TrustContext) { tc.SessionID = "nxs-nope" }, want: ErrUntrusted, denial: true},
-		{name: "session of another tenant", mutate: func(tc *TrustContext) { tc.SessionID = "sess-b" }, want: ErrUntrusted, denial: true},
+		{name: "inactive session", mutate: func(tc *TrustContext) { tc.TrustSessionID = "sess-old" }, want: ErrUntrusted, denial: true},
+		{name: "unknown session", mutate: func(tc *TrustContext) { tc.TrustSessionID = "nxs-nope" }, want: ErrUntrusted, denial: true},
+		{name: "session of another tenant", mutate: func(tc *TrustContext) { tc.TrustSessionID = "sess-b" }, want: ErrUntrusted, denial: true},
 		{name: "delegation matches", store: func(s *fakeStore) { s.delegations["A"]["trace-1"] = delegation }},
 		{name: "delegation matches tool", tool: "search_nodes", store: func(s *fakeStore) { s.delegations["A"]["trace-1"] = delegation }},
 		{name: "delegation for another tool", tool: "delete_entities", store: func(s *fakeStore) {

@@ -8,25 +8,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
-
-	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
-
-// newScopedStore is newTestStore with an agent registry scope.
-func newScopedStore(t testing.TB, scope string) *Store {
-	t.Helper()
-	s, err := Open(context.Background(), memtest.DSN(t), Options{AgentScope: scope})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	for _, id := range []string{"a", "b"} {
-		if err := s.CreateTenant(context.Background(), id, ""); err != nil {
-			t.Fatalf("CreateTenant(%q): %v", id, err)
-		}
-	}
-	return s
-}
 
 func mustRegister(t *testing.T, s *Store, ctx context.Context, reg AgentRegistration) Agent {
 	t.Helper()
@@ -42,7 +24,7 @@ func TestOpenRejectsUnknownAgentScope(t *testing.T) {
 	if !errors.Is(err, ErrInvalid) {
 		t.Errorf("Open(AgentScope planet) = %v, want ErrInvalid", err)
 	}
-	s := newScopedStore(t, "") // positive control: "" is global
+	s := openTestStore(t, "", Options{AgentScope: ""}) // positive control: "" is global
 	if s.AgentScope() != AgentScopeGlobal {
 		t.Errorf("AgentScope() = %q, want %q", s.AgentScope(), AgentScopeGlobal)
 	}
@@ -86,7 +68,7 @@ func TestRegisterAgent(t *testing.T) {
 // TestAgentRegistryGlobalScope: one namespace; the owner alone changes an
 // id; other tenants see the public fields only.
 func TestAgentRegistryGlobalScope(t *testing.T) {
-	s := newScopedStore(t, AgentScopeGlobal)
+	s := openTestStore(t, "", Options{AgentScope: AgentScopeGlobal})
 	a, b := as("a"), as("b")
 	mustRegister(t, s, a, AgentRegistration{ID: "alice", Name: "Alice", Capabilities: []string{"go"}, Endpoint: "https://alice", Metadata: map[string]any{"team": "x"}})
 
@@ -150,7 +132,7 @@ func TestAgentRegistryGlobalScope(t *testing.T) {
 
 // TestAgentRegistryTenantScope: the registry is private per tenant.
 func TestAgentRegistryTenantScope(t *testing.T) {
-	s := newScopedStore(t, AgentScopeTenant)
+	s := openTestStore(t, "", Options{AgentScope: AgentScopeTenant})
 	a, b := as("a"), as("b")
 	mustRegister(t, s, a, AgentRegistration{ID: "alice", Name: "Alice", Endpoint: "https://alice"})
 	if _, err := s.Agent(b, "alice"); !errors.Is(err, ErrNotFound) {

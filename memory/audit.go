@@ -89,13 +89,13 @@ func withoutAudit(ctx context.Context) context.Context {
 }
 
 // auditNote is the row a write transaction will append. Methods refine it
-// with set; TraceID, AgentID and SessionID, when set, override the
+// with set; TraceID, AgentID and TrustSessionID, when set, override the
 // request's.
 type auditNote struct {
 	AuditEntry
-	TraceID   string
-	AgentID   string
-	SessionID string
+	TraceID        string
+	AgentID        string
+	TrustSessionID string
 }
 
 // noteFromContext returns a fresh note for ctx's intent, or nil.
@@ -148,7 +148,7 @@ func identityEvent(ev *delegation.AuditEvent, rc tenancy.RequestContext) {
 		if tc.AgentID != "" {
 			ev.AgentID = tc.AgentID
 		}
-		ev.TraceID, ev.SessionID = tc.TraceID, tc.SessionID
+		ev.TraceID, ev.SessionID = tc.TraceID, tc.TrustSessionID
 	}
 }
 
@@ -187,8 +187,8 @@ func appendAudit(t *txn, n auditNote) error {
 	if n.AgentID != "" {
 		ev.AgentID = n.AgentID
 	}
-	if n.SessionID != "" {
-		ev.SessionID = n.SessionID
+	if n.TrustSessionID != "" {
+		ev.SessionID = n.TrustSessionID
 	}
 	return insertAudit(t, ev)
 }

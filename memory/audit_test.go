@@ -18,7 +18,7 @@ import (
 func auditCtx(tenant, tool string) context.Context {
 	rc := tenancy.RequestContext{TenantID: tenant, UserID: "alice", APIKeyID: "key_1", AuthMethod: tenancy.AuthAPIKey,
 		Trust: delegation.TrustContext{TraceID: "eatp-mcp-1111111111111111", AgentID: "agent-b", Chain: []string{"agent-a"},
-			SessionID: "nxs-s"}}
+			TrustSessionID: "nxs-s"}}
 	return WithAudit(tenancy.NewContext(context.Background(), rc), AuditIntent{Tool: tool, ContentHash: "c0ffee"})
 }
 
@@ -32,7 +32,7 @@ func auditRows(t *testing.T, s *Store, tenant string) []AuditRecord {
 }
 
 func TestAuditOneRowPerStateChange(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	tests := []struct {
 		name     string
 		call     func(ctx context.Context) error
@@ -95,7 +95,7 @@ func TestAuditOneRowPerStateChange(t *testing.T) {
 }
 
 func TestAuditDenials(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	ctx := context.Background()
 	entry := AuditEntry{Action: "auth.denied", Outcome: OutcomeDenied, Detail: DenialDetail("invalid_key", 401, "POST", "/mcp\r\nX: y")}
 	tests := []struct {
@@ -154,7 +154,7 @@ func TestAuditDenials(t *testing.T) {
 }
 
 func TestAuditAppendOnly(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	if err := s.Audit(as("a"), AuditEntry{Action: "x", Outcome: OutcomeOK}); err != nil {
 		t.Fatal(err)
 	}
@@ -181,8 +181,8 @@ func TestAuditAppendOnly(t *testing.T) {
 
 func TestVerifyAudit(t *testing.T) {
 	path := memtest.DSN(t)
-	c := newTrustClock()
-	s := newClockStore(t, path, c)
+	c := newTestClock()
+	s := openTestStore(t, path, Options{Now: c.Now})
 	for i := 0; i < 5; i++ {
 		for _, tn := range []string{"a", "b"} {
 			if _, err := s.CreateEntities(auditCtx(tn, "create_entities"), []Entity{{Name: "e" + string(rune('0'+i)), EntityType: "t"}}); err != nil {
@@ -244,15 +244,15 @@ func TestVerifyAudit(t *testing.T) {
 
 	// Persistence: the chain verifies after reopening.
 	s.Close()
-	s2 := newClockStore(t, path, c)
+	s2 := openTestStore(t, path, Options{Now: c.Now})
 	if res, err := s2.VerifyAudit(context.Background(), "a"); err != nil || res.OK {
 		t.Errorf("after reopen VerifyAudit(a) = %+v, %v; want still broken", res, err)
 	}
 }
 
 func TestAuditLogFilters(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	start := c.Now()
 	for i, agent := range []string{"agent-x", "agent-y", "agent-x"} {
 		rc := tenancy.RequestContext{TenantID: "a", AgentID: agent}
@@ -299,8 +299,8 @@ func TestAuditLogFilters(t *testing.T) {
 // predecessor, no append failing on a duplicate seq.
 func TestAuditChainConcurrentReplicas(t *testing.T) {
 	dsn := memtest.DSN(t)
-	c := newTrustClock()
-	replicas := []*Store{newClockStore(t, dsn, c), newClockStore(t, dsn, c)}
+	c := newTestClock()
+	replicas := []*Store{openTestStore(t, dsn, Options{Now: c.Now}), openTestStore(t, dsn, Options{Now: c.Now})}
 	const (
 		workers = 8 // per replica
 		appends = 25

@@ -41,7 +41,7 @@ func cacheSnapshot(t *testing.T, s *Store, tenant, agent string) string {
 // changes cached rows the writer's next read reflects it while the other
 // tenant's cached view is untouched.
 func TestCacheTenantIsolation(t *testing.T) {
-	s := newScopedStore(t, AgentScopeTenant)
+	s := openTestStore(t, "", Options{AgentScope: AgentScopeTenant})
 	const agent = "ag1"
 	canary := map[string]string{"a": "cnr-a-7f3e9c1d", "b": "cnr-b-2b8a4e60"}
 	other := map[string]string{"a": "b", "b": "a"}

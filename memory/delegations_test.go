@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,48 +12,6 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
-
-// trustClock is an injectable clock tests move by hand.
-type trustClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTrustClock() *trustClock {
-	return &trustClock{t: time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.UTC)}
-}
-
-func (c *trustClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *trustClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// newClockStore opens a store at path (a fresh one in t.TempDir when "")
-// with clock c and tenants "a" and "b".
-func newClockStore(t testing.TB, path string, c *trustClock) *Store {
-	t.Helper()
-	if path == "" {
-		path = memtest.DSN(t)
-	}
-	s, err := Open(context.Background(), path, Options{Now: c.Now})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() { s.Close() })
-	for _, id := range []string{"a", "b"} {
-		if err := s.EnsureTenant(context.Background(), id); err != nil {
-			t.Fatalf("EnsureTenant(%q): %v", id, err)
-		}
-	}
-	return s
-}
 
 func newDelegation(caller, target string) NewDelegation {
 	return NewDelegation{TraceID: "eatp-mcp-0123456789abcdef", CallingAgent: caller, TargetAgent: target,
@@ -72,7 +29,7 @@ func mustPrepare(t *testing.T, s *Store, ctx context.Context, nd NewDelegation) 
 }
 
 func TestPrepareDelegation(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	tests := []struct {
 		name    string
 		ctx     context.Context
@@ -122,8 +79,8 @@ func TestPrepareDelegation(t *testing.T) {
 }
 
 func TestPrepareUnderParent(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	parent := mustPrepare(t, s, ctx, newDelegation("agent-a", "agent-b"))
 
@@ -164,8 +121,8 @@ func TestPrepareUnderParent(t *testing.T) {
 }
 
 func TestCompleteDelegation(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	okResp := map[string]any{"content": []any{}, "isError": false}
 	errResp := map[string]any{"content": []any{}, "isError": true}
@@ -229,7 +186,7 @@ func TestCompleteDelegation(t *testing.T) {
 }
 
 func TestRevokeDelegationCascades(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	ctx := as("a")
 	root := mustPrepare(t, s, ctx, newDelegation("agent-a", "agent-b"))
 	under := func(parent DelegationRecord, caller, target string) DelegationRecord {
@@ -289,7 +246,7 @@ func TestRevokeDelegationCascades(t *testing.T) {
 }
 
 func TestDelegationTenantIsolation(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	a, b := as("a"), as("b")
 	d := mustPrepare(t, s, a, newDelegation("agent-a", "agent-b"))
 	const random = "dlg_ffffffffffffffffffffffffffffffff"
@@ -334,8 +291,8 @@ func TestDelegationTenantIsolation(t *testing.T) {
 }
 
 func TestDelegationHistory(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	var ids []string
 	for i, p := range []struct{ caller, target, tool string }{
@@ -349,7 +306,7 @@ func TestDelegationHistory(t *testing.T) {
 		ids = append(ids, mustPrepare(t, s, ctx, nd).ID)
 		c.Advance(time.Minute)
 	}
-	start := newTrustClock().Now()
+	start := newTestClock().Now()
 	tests := []struct {
 		name      string
 		f         DelegationFilter
@@ -401,13 +358,13 @@ func TestDelegationHistory(t *testing.T) {
 
 func TestDelegationsPersistAcrossReopen(t *testing.T) {
 	path := memtest.DSN(t)
-	c := newTrustClock()
-	s := newClockStore(t, path, c)
+	c := newTestClock()
+	s := openTestStore(t, path, Options{Now: c.Now})
 	d := mustPrepare(t, s, as("a"), newDelegation("agent-a", "agent-b"))
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := newClockStore(t, path, c)
+	s2 := openTestStore(t, path, Options{Now: c.Now})
 	got, err := s2.Delegation(as("a"), d.ID)
 	if err != nil {
 		t.Fatalf("after reopen: %v", err)
@@ -426,7 +383,7 @@ func TestDelegationsPersistAcrossReopen(t *testing.T) {
 // revoked one keeps its status (the row is written all the same), and
 // that another tenant's id is not found and changes nothing.
 func TestFailDelegation(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	a := mustPrepare(t, s, as("a"), newDelegation("agent-a", "agent-b"))
 	revoked := mustPrepare(t, s, as("a"), newDelegation("agent-a", "agent-c"))
 	if _, err := s.RevokeDelegation(as("a"), revoked.ID, "test"); err != nil {

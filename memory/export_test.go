@@ -47,3 +47,21 @@ func (s *Store) Preferences(ctx context.Context, agent string) (map[string]any, 
 	}
 	return prefsObject(p)
 }
+
+// Migrations lists the applied migrations in order.
+func (s *Store) Migrations(ctx context.Context) ([]string, error) {
+	rows, err := s.r.QueryContext(ctx, "SELECT name FROM schema_migrations ORDER BY version")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}

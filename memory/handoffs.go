@@ -9,15 +9,17 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
-// Session handoffs: at the end of a session an agent leaves the project's
-// active handoff; the next begin_session on that project consumes it,
-// exactly once. Scoped by (tenant, project), not by agent or user.
+// Handoffs: a handoff session is an agent's stretch of work on a project,
+// from begin_session to end_session (neither an MCP session nor a trust
+// session). At its end the agent leaves the project's active handoff; the
+// next begin_session on that project consumes it, exactly once. Scoped by
+// (tenant, project), not by agent or user.
 
 const (
 	maxOpenItems      = 200
 	maxHandoffLearned = 100
 	// sessionContextItems bounds the messages and learnings begin_session
-	// returns.
+	// returns with a handoff session.
 	sessionContextItems = 10
 )
 
@@ -26,7 +28,7 @@ type Handoff struct {
 	ID         string
 	ProjectID  string
 	FromAgent  string
-	UserID     string // who ended the session, for audit only
+	UserID     string // who ended the handoff session, for audit only
 	Summary    string
 	OpenItems  []string
 	Learnings  []NewLearning
@@ -45,10 +47,10 @@ type EndSession struct {
 	Learnings []NewLearning
 }
 
-// Session is what BeginSession returns: the handoff it consumed (nil when
-// there was none, or another session took it first) and the agent's
-// context.
-type Session struct {
+// HandoffSession is what BeginSession returns: the handoff it consumed
+// (nil when there was none, or another handoff session took it first) and
+// the agent's context.
+type HandoffSession struct {
 	Handoff        *Handoff
 	Messages       []Message // newest unread first, at most 10
 	UnreadMessages int
@@ -182,20 +184,20 @@ func scanHandoff(sc scanner) (Handoff, error) {
 // then (READ COMMITTED) re-checks status = 'active' on the row it
 // committed and matches nothing. The tenant's advisory lock, which every
 // write holds, serializes the callers as well.
-func (s *Store) BeginSession(ctx context.Context, agent, project string) (Session, error) {
+func (s *Store) BeginSession(ctx context.Context, agent, project string) (HandoffSession, error) {
 	tenant, err := tenantOf(ctx)
 	if err != nil {
-		return Session{}, err
+		return HandoffSession{}, err
 	}
 	if err := checkAgentID("agentId", agent); err != nil {
-		return Session{}, err
+		return HandoffSession{}, err
 	}
 	if err := checkAgentID("projectId", project); err != nil {
-		return Session{}, err
+		return HandoffSession{}, err
 	}
-	var out Session
+	var out HandoffSession
 	err = s.write(ctx, func(t *txn) error {
-		out = Session{}
+		out = HandoffSession{}
 		h, err := scanHandoff(t.queryRow(`UPDATE handoffs SET status = 'consumed', consumed_at = ?, consumed_by = ?
 			WHERE tenant_id = ? AND project_id = ? AND status = 'active'
 			RETURNING `+handoffColumns, t.now, agent, tenant, project))
@@ -214,7 +216,7 @@ func (s *Store) BeginSession(ctx context.Context, agent, project string) (Sessio
 		return touchAgent(t, tenant, agent, "active")
 	})
 	if err != nil {
-		return Session{}, err
+		return HandoffSession{}, err
 	}
 	return out, nil
 }

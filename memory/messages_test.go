@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"reflect"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 )
@@ -88,10 +87,8 @@ func TestMessageIDsAreRandomUUIDs(t *testing.T) {
 }
 
 func TestMessages(t *testing.T) {
-	var clock time.Time = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
 	s := newTestStore(t)
-	s.now = func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Second); return clock }
+	s.now = (&testClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), step: time.Second}).Now
 	a, b := as("a"), as("b")
 	for i := 0; i < 5; i++ {
 		typ := "info"

@@ -8,8 +8,8 @@ import (
 )
 
 func TestMCPSessions(t *testing.T) {
-	clk := newTrustClock()
-	s := newClockStore(t, "", clk)
+	clk := newTestClock()
+	s := openTestStore(t, "", Options{Now: clk.Now})
 	const idle = 10 * time.Minute
 	if err := s.BindMCPSession(as("a"), "sid-1", "p1"); err != nil {
 		t.Fatalf("BindMCPSession: %v", err)
@@ -102,8 +102,8 @@ func TestMCPSessions(t *testing.T) {
 }
 
 func TestReplicaHeartbeat(t *testing.T) {
-	clk := newTrustClock()
-	s := newClockStore(t, "", clk)
+	clk := newTestClock()
+	s := openTestStore(t, "", Options{Now: clk.Now})
 	ctx := context.Background()
 	const window = 3 * time.Second
 	beat := func(id string, want int) {

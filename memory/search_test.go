@@ -4,7 +4,6 @@ import (
 	"errors"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -19,9 +18,7 @@ func hitNames(hs []SearchHit) []string {
 
 func TestSearchEntities(t *testing.T) {
 	s := newTestStore(t)
-	clock := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
-	s.now = func() time.Time { mu.Lock(); defer mu.Unlock(); clock = clock.Add(time.Second); return clock }
+	s.now = (&testClock{t: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), step: time.Second}).Now
 	a, b := as("a"), as("b")
 	// One entity per transaction, so updated_at increases in this order.
 	for _, e := range []Entity{

@@ -541,24 +541,6 @@ func (s *Store) applyMigration(ctx context.Context, db execer, version int, name
 	return tx.Commit()
 }
 
-// Migrations lists the applied migrations in order.
-func (s *Store) Migrations(ctx context.Context) ([]string, error) {
-	rows, err := s.r.QueryContext(ctx, "SELECT name FROM schema_migrations ORDER BY version")
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
-}
-
 // Ping reports whether the database is reachable and migrated.
 func (s *Store) Ping(ctx context.Context) error {
 	var n int

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,17 +17,53 @@ import (
 // newTestStore opens a fresh store in t.TempDir with tenants "a" and "b".
 func newTestStore(t testing.TB) *Store {
 	t.Helper()
-	s, err := Open(context.Background(), memtest.DSN(t), Options{})
+	return openTestStore(t, "", Options{})
+}
+
+// openTestStore opens a store at dsn (a fresh one in t.TempDir when "")
+// with options o and makes sure tenants "a" and "b" exist; the store is
+// closed when the test ends.
+func openTestStore(t testing.TB, dsn string, o Options) *Store {
+	t.Helper()
+	if dsn == "" {
+		dsn = memtest.DSN(t)
+	}
+	s, err := Open(context.Background(), dsn, o)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	for _, id := range []string{"a", "b"} {
-		if err := s.CreateTenant(context.Background(), id, ""); err != nil {
-			t.Fatalf("CreateTenant(%q): %v", id, err)
+		if err := s.EnsureTenant(context.Background(), id); err != nil {
+			t.Fatalf("EnsureTenant(%q): %v", id, err)
 		}
 	}
 	return s
+}
+
+// testClock is an injectable clock: tests move it by hand (Advance), or,
+// with step set, every reading moves it by step first.
+type testClock struct {
+	mu   sync.Mutex
+	t    time.Time
+	step time.Duration
+}
+
+func newTestClock() *testClock {
+	return &testClock{t: time.Date(2031, 5, 6, 7, 8, 9, 123456789, time.UTC)}
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(c.step)
+	return c.t
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
 }
 
 // newReplicas opens n stores on one fresh database, as n replicas of the

@@ -10,7 +10,7 @@ import (
 )
 
 func TestTrustKeys(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	ctx := context.Background()
 	h := http.Header{}
 	h.Set(delegation.HeaderTraceID, "eatp-mcp-0000000000000001")
@@ -74,7 +74,7 @@ func TestTrustKeys(t *testing.T) {
 }
 
 func TestAgentCredentials(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	ctx := context.Background()
 	if err := s.SetAgentCredential(ctx, "a", "agent-b", "nxk_secret_1"); err != nil {
 		t.Fatal(err)

@@ -27,18 +27,18 @@ type TrustSession struct {
 
 // Reasons a trust session is inactive.
 const (
-	SessionExpired = "expired"
-	SessionRevoked = "revoked"
+	TrustSessionExpired = "expired"
+	TrustSessionRevoked = "revoked"
 )
 
-// InactiveReason is "" for a session active at now, SessionRevoked or
-// SessionExpired otherwise.
+// InactiveReason is "" for a session active at now, TrustSessionRevoked or
+// TrustSessionExpired otherwise.
 func (ts TrustSession) InactiveReason(now time.Time) string {
 	switch {
 	case !ts.RevokedAt.IsZero():
-		return SessionRevoked
+		return TrustSessionRevoked
 	case !now.Before(ts.ExpiresAt):
-		return SessionExpired
+		return TrustSessionExpired
 	}
 	return ""
 }
@@ -53,8 +53,8 @@ type NewTrustSession struct {
 	TTL         time.Duration
 }
 
-// newSessionID returns "nxs-" and a random (version 4) UUID.
-func newSessionID() string { return "nxs-" + newUUID() }
+// newTrustSessionID returns "nxs-" and a random (version 4) UUID.
+func newTrustSessionID() string { return "nxs-" + newUUID() }
 
 const sessionColumns = `id, human_user_id, human_origin, agent_id, constraints, created_by, created_at, expires_at,
 	last_activity_at, workflow_count, revoked_at, revoke_reason`
@@ -87,7 +87,7 @@ func scanSession(sc scanner) (TrustSession, error) {
 	return ts, nil
 }
 
-func sessionNotFound(id string) error { return notFoundf("trust session %q not found", id) }
+func trustSessionNotFound(id string) error { return notFoundf("trust session %q not found", id) }
 
 // CreateTrustSession creates a trust session in the caller's tenant with
 // id "nxs-<uuid>", expiring TTL from now.
@@ -110,9 +110,9 @@ func (s *Store) CreateTrustSession(ctx context.Context, n NewTrustSession) (Trus
 	var ts TrustSession
 	err = s.write(ctx, func(t *txn) error {
 		now := txnTime(t)
-		id := newSessionID()
+		id := newTrustSessionID()
 		if t.audit != nil {
-			t.audit.SessionID = id
+			t.audit.TrustSessionID = id
 		}
 		t.audit.set("trust_session.create", "", detailJSON(map[string]any{"session_id": id, "human_user_id": n.HumanUserID}))
 		if _, err := t.exec(`INSERT INTO trust_sessions (tenant_id, id, human_user_id, human_origin, agent_id, constraints,
@@ -122,16 +122,16 @@ func (s *Store) CreateTrustSession(ctx context.Context, n NewTrustSession) (Trus
 			return err
 		}
 		var err error
-		ts, err = sessionByID(t, tenant, id)
+		ts, err = trustSessionByID(t, tenant, id)
 		return err
 	})
 	return ts, err
 }
 
-func sessionByID(t *txn, tenant, id string) (TrustSession, error) {
+func trustSessionByID(t *txn, tenant, id string) (TrustSession, error) {
 	ts, err := scanSession(t.queryRow(`SELECT `+sessionColumns+` FROM trust_sessions WHERE tenant_id = ? AND id = ?`, tenant, id))
 	if err == sql.ErrNoRows {
-		return TrustSession{}, sessionNotFound(id)
+		return TrustSession{}, trustSessionNotFound(id)
 	}
 	return ts, err
 }
@@ -146,7 +146,7 @@ func (s *Store) TrustSession(ctx context.Context, id string) (TrustSession, erro
 	var ts TrustSession
 	err = s.read(ctx, func(t *txn) error {
 		var err error
-		ts, err = sessionByID(t, tenant, id)
+		ts, err = trustSessionByID(t, tenant, id)
 		return err
 	})
 	return ts, err
@@ -188,27 +188,27 @@ func (s *Store) TouchTrustSession(ctx context.Context, id string) (bool, error) 
 	return n > 0, err
 }
 
-// SessionFilter selects trust sessions for TrustSessions.
-type SessionFilter struct {
+// TrustSessionFilter selects trust sessions for TrustSessions.
+type TrustSessionFilter struct {
 	ActiveOnly bool
-	Limit      int // 0: DefaultSessionLimit; capped at MaxSessionLimit
+	Limit      int // 0: DefaultTrustSessionLimit; capped at MaxTrustSessionLimit
 	Offset     int
 }
 
 // Trust session page sizes.
 const (
-	DefaultSessionLimit = 50
-	MaxSessionLimit     = 500
+	DefaultTrustSessionLimit = 50
+	MaxTrustSessionLimit     = 500
 )
 
 // TrustSessions lists the caller's tenant's trust sessions, newest first,
 // and how many match in all.
-func (s *Store) TrustSessions(ctx context.Context, f SessionFilter) ([]TrustSession, int, error) {
+func (s *Store) TrustSessions(ctx context.Context, f TrustSessionFilter) ([]TrustSession, int, error) {
 	tenant, err := tenantOf(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	f.Limit, f.Offset = clampPage(f.Limit, f.Offset, DefaultSessionLimit, MaxSessionLimit)
+	f.Limit, f.Offset = clampPage(f.Limit, f.Offset, DefaultTrustSessionLimit, MaxTrustSessionLimit)
 	activeOnly := 0 // compared with an integer in SQL, which PostgreSQL does not do for a Go bool
 	if f.ActiveOnly {
 		activeOnly = 1
@@ -242,11 +242,11 @@ func (s *Store) RevokeTrustSession(ctx context.Context, id, reason string) (Trus
 	}
 	var ts TrustSession
 	err = s.write(ctx, func(t *txn) error {
-		if _, err := sessionByID(t, tenant, id); err != nil {
+		if _, err := trustSessionByID(t, tenant, id); err != nil {
 			return err
 		}
 		if t.audit != nil {
-			t.audit.SessionID = id
+			t.audit.TrustSessionID = id
 		}
 		t.audit.set("trust_session.revoke", "", detailJSON(map[string]any{"session_id": id}))
 		if _, err := t.exec(`UPDATE trust_sessions SET revoked_at = ?, revoke_reason = ?
@@ -254,7 +254,7 @@ func (s *Store) RevokeTrustSession(ctx context.Context, id, reason string) (Trus
 			return err
 		}
 		var err error
-		ts, err = sessionByID(t, tenant, id)
+		ts, err = trustSessionByID(t, tenant, id)
 		return err
 	})
 	return ts, err

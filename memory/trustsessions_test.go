@@ -27,8 +27,8 @@ func mustSession(t *testing.T, s *Store, ctx context.Context, user string, ttl t
 var sessionIDPattern = regexp.MustCompile(`^nxs-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
 
 func TestTrustSessionLifecycle(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	ts := mustSession(t, s, ctx, "alice", 8*time.Hour)
 	if !sessionIDPattern.MatchString(ts.ID) {
@@ -72,7 +72,7 @@ func TestTrustSessionLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r := got.InactiveReason(c.Now()); r != SessionExpired {
+		if r := got.InactiveReason(c.Now()); r != TrustSessionExpired {
 			t.Errorf("InactiveReason = %q, want expired", r)
 		}
 		if ok, _ := s.TouchTrustSession(ctx, ts.ID); ok {
@@ -85,8 +85,8 @@ func TestTrustSessionLifecycle(t *testing.T) {
 }
 
 func TestRevokeTrustSessions(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	one := mustSession(t, s, ctx, "alice", time.Hour)
 	alice2 := mustSession(t, s, ctx, "alice", time.Hour)
@@ -98,7 +98,7 @@ func TestRevokeTrustSessions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.InactiveReason(c.Now()) != SessionRevoked || got.RevokeReason != "lost laptop" {
+	if got.InactiveReason(c.Now()) != TrustSessionRevoked || got.RevokeReason != "lost laptop" {
 		t.Errorf("revoked session = %+v, want revoked with reason", got)
 	}
 	if ok, _ := s.TrustSessionActive(ctx, one.ID); ok {
@@ -134,7 +134,7 @@ func TestRevokeTrustSessions(t *testing.T) {
 }
 
 func TestTrustSessionTenantIsolation(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	a, b := as("a"), as("b")
 	ts := mustSession(t, s, a, "alice", time.Hour)
 	const random = "nxs-00000000-0000-4000-8000-000000000000"
@@ -163,10 +163,10 @@ func TestTrustSessionTenantIsolation(t *testing.T) {
 		}
 	})
 	t.Run("TrustSessions", func(t *testing.T) {
-		if got, total, _ := s.TrustSessions(b, SessionFilter{}); total != 0 || len(got) != 0 {
+		if got, total, _ := s.TrustSessions(b, TrustSessionFilter{}); total != 0 || len(got) != 0 {
 			t.Errorf("B lists %d/%d sessions, want 0", len(got), total)
 		}
-		if got, total, _ := s.TrustSessions(a, SessionFilter{}); total != 1 || len(got) != 1 {
+		if got, total, _ := s.TrustSessions(a, TrustSessionFilter{}); total != 1 || len(got) != 1 {
 			t.Errorf("owner lists %d/%d sessions, want 1", len(got), total)
 		}
 	})
@@ -193,8 +193,8 @@ func TestTrustSessionTenantIsolation(t *testing.T) {
 }
 
 func TestListTrustSessions(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	ctx := as("a")
 	short := mustSession(t, s, ctx, "alice", time.Minute)
 	c.Advance(time.Second)
@@ -206,13 +206,13 @@ func TestListTrustSessions(t *testing.T) {
 
 	for _, tc := range []struct {
 		name      string
-		f         SessionFilter
+		f         TrustSessionFilter
 		want      []string
 		wantTotal int
 	}{
-		{"active only", SessionFilter{ActiveOnly: true}, []string{live.ID}, 1},
-		{"all newest first", SessionFilter{}, []string{live.ID, revoked.ID, short.ID}, 3},
-		{"page", SessionFilter{Limit: 1, Offset: 2}, []string{short.ID}, 3},
+		{"active only", TrustSessionFilter{ActiveOnly: true}, []string{live.ID}, 1},
+		{"all newest first", TrustSessionFilter{}, []string{live.ID, revoked.ID, short.ID}, 3},
+		{"page", TrustSessionFilter{Limit: 1, Offset: 2}, []string{short.ID}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, total, err := s.TrustSessions(ctx, tc.f)
@@ -236,8 +236,8 @@ func TestListTrustSessions(t *testing.T) {
 }
 
 func TestDeleteExpiredTrustSessions(t *testing.T) {
-	c := newTrustClock()
-	s := newClockStore(t, "", c)
+	c := newTestClock()
+	s := openTestStore(t, "", Options{Now: c.Now})
 	expA := mustSession(t, s, as("a"), "alice", time.Minute)
 	expB := mustSession(t, s, as("b"), "bob", time.Minute)
 	liveA := mustSession(t, s, as("a"), "alice", time.Hour)
@@ -272,7 +272,7 @@ func TestDeleteExpiredTrustSessions(t *testing.T) {
 // store as verifier: a request naming an active session passes, the same
 // request after revocation gets 403.
 func TestRevokedSessionRefusedWhenEnforcing(t *testing.T) {
-	s := newClockStore(t, "", newTrustClock())
+	s := openTestStore(t, "", Options{Now: newTestClock().Now})
 	ctx := as("a")
 	for _, id := range []string{"agent-a", "agent-b"} {
 		if _, _, err := s.RegisterAgent(ctx, AgentRegistration{ID: id, Name: id}); err != nil {
@@ -285,7 +285,7 @@ func TestRevokedSessionRefusedWhenEnforcing(t *testing.T) {
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
 	call := func(session string) int {
 		tc := delegation.TrustContext{TraceID: "eatp-mcp-00000000000000aa", AgentID: "agent-b", Chain: []string{"agent-a"},
-			Depth: 1, HasDepth: true, SessionID: session}
+			Depth: 1, HasDepth: true, TrustSessionID: session}
 		r := httptest.NewRequest(http.MethodPost, "/mcp", nil).WithContext(ctx)
 		for k, v := range delegation.ToHeaders(tc) {
 			r.Header[k] = v

@@ -13,7 +13,7 @@ var errAgentMismatch = errors.New("forbidden: agent mismatch")
 
 // actingAgentArgs lists, per tool, the arguments that name the agent acting
 // now ("me"): the sender, the caller, the agent whose inbox, memory,
-// session, context, registration or trust session it is. Arguments naming
+// handoff session, context, registration or trust session it is. Arguments naming
 // another agent (a recipient, a target, a lookup or a filter) are not here.
 // A new agent-naming argument belongs here or in the matrix's list of
 // other-agent arguments (cmd/nexus-mcp matrix_cases_test.go); a test fails

@@ -33,9 +33,11 @@ func newScopedTestServer(t *testing.T, scope string) *testServer {
 	return &testServer{t: t, srv: srv, store: store}
 }
 
-// ctxAgent acts as tenant with a credential naming agent.
+// ctxAgent is asUser(tenant, "", "") with a credential naming agent.
 func ctxAgent(tenant, agent string) context.Context {
-	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, AgentID: agent, AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes})
+	rc, _ := tenancy.FromContext(asUser(tenant, "", ""))
+	rc.AgentID = agent
+	return tenancy.NewContext(context.Background(), rc)
 }
 
 // step is one tool call and what must come back: want is a JSON subset of
@@ -119,7 +121,7 @@ func subset(got, want any, path string) (string, bool) {
 
 func TestAgentRegistryTools(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	runSteps(t, ts, []step{
 		{"register", a, "register_agent", map[string]any{"agentId": "alice", "name": "Alice", "capabilities": []string{"go"}, "endpoint": "https://alice", "metadata": map[string]any{"team": "x"}},
 			`{"status":"registered","agent":{"agentId":"alice","name":"Alice","capabilities":["go"],"status":"active","owned":true,"endpoint":"https://alice","metadata":{"team":"x"}}}`, ""},
@@ -149,7 +151,7 @@ func TestAgentRegistryTools(t *testing.T) {
 
 func TestAgentRegistryToolsTenantScope(t *testing.T) {
 	ts := newScopedTestServer(t, memory.AgentScopeTenant)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	runSteps(t, ts, []step{
 		{"register", a, "register_agent", map[string]any{"agentId": "alice", "name": "Alice", "capabilities": []string{}}, `{"status":"registered"}`, ""},
 		{"hidden from b", b, "get_agent_status", map[string]any{"agentId": "alice"}, "", "not registered"},

@@ -126,7 +126,7 @@ type auditRowWire struct {
 	APIKeyID    string `json:"api_key_id,omitempty"`
 	AgentID     string `json:"agent_id,omitempty"`
 	TraceID     string `json:"trace_id,omitempty"`
-	SessionID   string `json:"session_id,omitempty"`
+	SessionID   string `json:"session_id,omitempty"` // the trust session
 	Tool        string `json:"tool,omitempty"`
 	Action      string `json:"action"`
 	Outcome     string `json:"outcome"`

@@ -8,7 +8,7 @@ import (
 
 func TestGetAgentContext(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	ts.call(a, "set_preferences", map[string]any{"agentId": "alice", "preferences": map[string]any{"style": "terse"}})
 	for i := 0; i < 30; i++ {
 		ts.call(a, "record_learning", map[string]any{"agentId": "alice", "context": "c", "lesson": fmt.Sprint("lesson ", i, strings.Repeat(" padding", 20))})
@@ -70,8 +70,8 @@ func TestTranslatePath(t *testing.T) {
 	}
 	ts := newTestServer(t)
 	runSteps(t, ts, []step{
-		{"through the server", ctxFor("a"), "translate_path", map[string]any{"path": `C:\x`, "fromPlatform": "windows", "toPlatform": "wsl"},
+		{"through the server", asUser("a", "", ""), "translate_path", map[string]any{"path": `C:\x`, "fromPlatform": "windows", "toPlatform": "wsl"},
 			`{"path":"C:\\x","translated":"/mnt/c/x","fromPlatform":"windows","toPlatform":"wsl"}`, ""},
-		{"platform enum", ctxFor("a"), "translate_path", map[string]any{"path": "x", "fromPlatform": "mac", "toPlatform": "wsl"}, "", "invalid arguments"},
+		{"platform enum", asUser("a", "", ""), "translate_path", map[string]any{"path": "x", "fromPlatform": "mac", "toPlatform": "wsl"}, "", "invalid arguments"},
 	})
 }

@@ -22,19 +22,19 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
-// trustTestClock is the injectable clock of the trust tool tests.
-type trustTestClock struct {
+// testClock is the injectable clock of this package's tests.
+type testClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func (c *trustTestClock) Now() time.Time {
+func (c *testClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.t
 }
 
-func (c *trustTestClock) Advance(d time.Duration) {
+func (c *testClock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
@@ -47,12 +47,12 @@ type trustServer struct {
 	t     *testing.T
 	srv   *server.MCPServer
 	store *memory.Store
-	clock *trustTestClock
+	clock *testClock
 }
 
 func newTrustServer(t *testing.T, deps Deps) *trustServer {
 	t.Helper()
-	clock := &trustTestClock{t: time.Date(2032, 3, 4, 5, 6, 7, 0, time.UTC)}
+	clock := &testClock{t: time.Date(2032, 3, 4, 5, 6, 7, 0, time.UTC)}
 	store, err := memory.Open(context.Background(), memtest.DSN(t), memory.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -73,12 +73,6 @@ func newTrustServer(t *testing.T, deps Deps) *trustServer {
 	srv := server.NewMCPServer("test", "0", h.ServerOptions()...)
 	h.Register(srv)
 	return &trustServer{t: t, srv: srv, store: store, clock: clock}
-}
-
-// asUser acts as user with role in tenant over an API key.
-func asUser(tenant, user, role string) context.Context {
-	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, UserID: user, Role: role,
-		APIKeyID: "key_" + tenant, AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes})
 }
 
 // withTrust adds an EATP trust context to ctx, as the middleware does.

@@ -41,8 +41,11 @@ func newTestServer(t *testing.T) *testServer {
 	return &testServer{t: t, srv: srv, store: store}
 }
 
-func ctxFor(tenant string) context.Context {
-	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes})
+// asUser acts as user ("" for none) with role in tenant over an API key
+// of the tenant with every scope: the identity of this package's tests.
+func asUser(tenant, user, role string) context.Context {
+	return tenancy.NewContext(context.Background(), tenancy.RequestContext{TenantID: tenant, UserID: user, Role: role,
+		APIKeyID: "key_" + tenant, AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes})
 }
 
 // call sends tools/call through the whole mcp-go request path and returns
@@ -125,7 +128,7 @@ func jsonEq(t *testing.T, got any, want string) {
 
 func TestReferenceSemantics(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	steps := []struct {
 		name    string
 		ctx     context.Context
@@ -215,12 +218,12 @@ func TestPanicIsSanitized(t *testing.T) {
 	ts.srv.AddTool(mcp.NewTool("boom", mcp.WithDescription("panics")), h.recoverMiddleware(func(context.Context, mcp.CallToolRequest) (*mcp.CallToolResult, error) {
 		panic("secret panic text")
 	}))
-	_, rpcErr := ts.rawCall(ctxFor("a"), "boom", map[string]any{})
+	_, rpcErr := ts.rawCall(asUser("a", "", ""), "boom", map[string]any{})
 	if !strings.HasPrefix(rpcErr, "internal error (ref ") || strings.Contains(rpcErr, "secret") {
 		t.Errorf("panic answered %q, want a sanitized internal error", rpcErr)
 	}
 	// control: the server still answers
-	if res := ts.call(ctxFor("a"), "read_graph", map[string]any{}); res.IsError {
+	if res := ts.call(asUser("a", "", ""), "read_graph", map[string]any{}); res.IsError {
 		t.Errorf("read_graph after panic: %s", errText(res))
 	}
 }
@@ -231,14 +234,14 @@ func TestNoTenantIsInternalError(t *testing.T) {
 	if !strings.HasPrefix(rpcErr, "internal error (ref ") {
 		t.Errorf("call without tenant = %q, want internal error", rpcErr)
 	}
-	if _, rpcErr := ts.rawCall(ctxFor("a"), "read_graph", map[string]any{}); rpcErr != "" {
+	if _, rpcErr := ts.rawCall(asUser("a", "", ""), "read_graph", map[string]any{}); rpcErr != "" {
 		t.Errorf("control with tenant: %s", rpcErr)
 	}
 }
 
 func TestReadGraphBudget(t *testing.T) {
 	ts := newTestServer(t)
-	a := ctxFor("a")
+	a := asUser("a", "", "")
 	var ents []map[string]any
 	for i := 0; i < 200; i++ {
 		ents = append(ents, map[string]any{"name": fmt.Sprintf("e%03d", i), "entityType": "t", "observations": []string{strings.Repeat("o", 1000)}})

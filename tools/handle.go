@@ -60,9 +60,9 @@ func handle[A any](h *Handlers, fn func(ctx context.Context, args A) (any, error
 			return h.errorResult(ctx, name, argErrorf("invalid arguments: %v", err))
 		}
 		tc, delegated := delegation.FromContext(ctx)
-		if delegated && tc.SessionID != "" {
+		if delegated && tc.TrustSessionID != "" {
 			// Session bookkeeping, not audited: last activity and workflow count.
-			if _, err := h.store.TouchTrustSession(ctx, tc.SessionID); err != nil {
+			if _, err := h.store.TouchTrustSession(ctx, tc.TrustSessionID); err != nil {
 				return nil, h.internal(ctx, "tool", name, err)
 			}
 		}

@@ -14,7 +14,7 @@ import (
 // HandoffStore is the storage of the handoff tools and get_agent_context.
 type HandoffStore interface {
 	EndSession(ctx context.Context, e memory.EndSession) (memory.Handoff, error)
-	BeginSession(ctx context.Context, agent, project string) (memory.Session, error)
+	BeginSession(ctx context.Context, agent, project string) (memory.HandoffSession, error)
 	AgentContext(ctx context.Context, agent, project string, limit int) (memory.AgentContext, error)
 }
 
@@ -37,7 +37,7 @@ type handoffWire struct {
 	ConsumedBy string                `json:"consumedBy,omitempty"`
 }
 
-// handoffToWire renders h; the user who ended the session is kept for
+// handoffToWire renders h; the user who ended the handoff session is kept for
 // audit and not returned.
 func handoffToWire(h *memory.Handoff) *handoffWire {
 	if h == nil {

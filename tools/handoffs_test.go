@@ -13,7 +13,7 @@ import (
 // register, message, reply, end_session, begin_session by the other agent.
 func TestTwoAgentConversation(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	runSteps(t, ts, []step{
 		{"register planner", a, "register_agent", map[string]any{"agentId": "planner", "name": "Planner", "capabilities": []string{"planning"}}, `{"status":"registered"}`, ""},
 		{"register coder", a, "register_agent", map[string]any{"agentId": "coder", "name": "Coder", "capabilities": []string{"go"}}, `{"status":"registered"}`, ""},
@@ -39,7 +39,7 @@ func TestTwoAgentConversation(t *testing.T) {
 // concurrently; exactly one call gets the handoff.
 func TestBeginSessionToolExactlyOnce(t *testing.T) {
 	ts := newTestServer(t)
-	a := ctxFor("a")
+	a := asUser("a", "", "")
 	ts.call(a, "end_session", map[string]any{"agentId": "x", "projectId": "p", "summary": "s"})
 	var tool server.ServerTool
 	for _, st := range New(Deps{Store: ts.store}).all() {

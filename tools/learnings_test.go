@@ -4,7 +4,7 @@ import "testing"
 
 func TestIndividualMemoryTools(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	alice := ctxAgent("a", "alice")
 	ts.call(a, "register_agent", map[string]any{"agentId": "alice", "name": "Alice", "capabilities": []string{"go"}})
 	runSteps(t, ts, []step{

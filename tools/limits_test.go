@@ -14,7 +14,7 @@ import (
 // exactly at each limit is written (the control).
 func TestWriteSizeLimits(t *testing.T) {
 	ts := newTestServer(t)
-	a := ctxFor("a")
+	a := asUser("a", "", "")
 	// one entity with two observations: text = "entities" + "name" + name +
 	// "entityType" + "t" + "observations" + both observations.
 	bytesBatch := func(name string, total int) map[string]any {

@@ -4,7 +4,7 @@ import "testing"
 
 func TestMessageTools(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	alice := ctxAgent("a", "alice")
 	for _, id := range []string{"alice", "bob", "carol"} {
 		caps := []string{"go"}
@@ -53,7 +53,7 @@ func TestMessageTools(t *testing.T) {
 // unregistered for this one.
 func TestSendToUnregisteredAgent(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	ts.call(a, "register_agent", map[string]any{"agentId": "bob", "name": "bob", "capabilities": []string{}})
 	runSteps(t, ts, []step{
 		{"registered recipient", a, "send_ai_message", map[string]any{"from": "alice", "to": "bob", "content": "hi"},

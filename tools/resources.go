@@ -103,9 +103,10 @@ func graphCursor(uri string) (int, error) {
 	return n, nil
 }
 
-// subscriptions tracks which sessions subscribed to which resources, and
-// under which tenant, so that an update reaches only subscribers of the
-// tenant whose data changed. Two protocols subscribe: sessions (up to
+// subscriptions tracks which MCP sessions subscribed to which resources
+// (every session in this file is an MCP session), and under which tenant,
+// so that an update reaches only subscribers of the tenant whose data
+// changed. Two protocols subscribe: sessions (up to
 // 2025-11-25) call resources/subscribe; from 2026-07-28 a client holds a
 // subscriptions/listen stream, served by a session of its own that mcp-go
 // never registers; the stream's filter holds the URIs.

@@ -62,11 +62,11 @@ func TestToolScopeEnforced(t *testing.T) {
 	if text := res.Content[0].(mcp.TextContent).Text; res.IsError || !strings.Contains(text, `"entities":[]`) {
 		t.Errorf("read_graph with nexus:read = %q, want an empty graph: the refused write changed nothing (control)", text)
 	}
-	if res := ts.call(ctxFor("a"), "create_entities", args); res.IsError {
+	if res := ts.call(asUser("a", "", ""), "create_entities", args); res.IsError {
 		t.Errorf("create_entities with every scope = %q (control)", errText(res))
 	}
 
-	recs, _, err := ts.store.AuditLog(ctxFor("a"), memory.AuditFilter{Limit: 50})
+	recs, _, err := ts.store.AuditLog(asUser("a", "", ""), memory.AuditFilter{Limit: 50})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 
 func TestSearchEntitiesTool(t *testing.T) {
 	ts := newTestServer(t)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	runSteps(t, ts, []step{
 		{"create with extras", a, "create_entities", map[string]any{"entities": []map[string]any{
 			{"name": "Kafka Cluster", "entityType": "service", "observations": []string{"runs on k8s"}, "aliases": []string{"events"}, "metadata": map[string]any{"tier": 1}},

@@ -59,7 +59,7 @@ func TestSearchEntitiesSemantic(t *testing.T) {
 	plain := newTestServer(t)
 	emb := &fakeEmbedder{}
 	sem := withEmbedder(plain, emb)
-	a, b := ctxFor("a"), ctxFor("b")
+	a, b := asUser("a", "", ""), asUser("b", "", "")
 	runSteps(t, plain, []step{
 		{"create", a, "create_entities", map[string]any{"entities": []map[string]any{
 			{"name": "Harbor", "entityType": "place", "observations": []string{"boats and sailing"}},

@@ -28,7 +28,7 @@ func serverWith(t *testing.T, deps Deps) *server.MCPServer {
 // listTools returns the tools of srv's tools/list, as sent.
 func listTools(t *testing.T, srv *server.MCPServer) []map[string]any {
 	t.Helper()
-	_, res := wireCall(t, srv, ctxFor("a"), "tools/list", map[string]any{})
+	_, res := wireCall(t, srv, asUser("a", "", ""), "tools/list", map[string]any{})
 	var out []map[string]any
 	for _, x := range res["tools"].([]any) {
 		out = append(out, x.(map[string]any))
@@ -222,7 +222,7 @@ func clone(s map[string]any) map[string]any {
 // resources of its toolsets only; a tool not exposed cannot be called
 // (mcp-go does not know it), one exposed can.
 func TestToolsetsExposeOnlyTheirTools(t *testing.T) {
-	a := ctxFor("a")
+	a := asUser("a", "", "")
 	call := func(srv *server.MCPServer, tool string, args map[string]any) string {
 		req, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
 			"params": map[string]any{"name": tool, "arguments": args}})

@@ -17,7 +17,7 @@ import (
 type TrustSessionStore interface {
 	CreateTrustSession(ctx context.Context, n memory.NewTrustSession) (memory.TrustSession, error)
 	TrustSession(ctx context.Context, id string) (memory.TrustSession, error)
-	TrustSessions(ctx context.Context, f memory.SessionFilter) ([]memory.TrustSession, int, error)
+	TrustSessions(ctx context.Context, f memory.TrustSessionFilter) ([]memory.TrustSession, int, error)
 	TouchTrustSession(ctx context.Context, id string) (bool, error)
 	RevokeTrustSession(ctx context.Context, id, reason string) (memory.TrustSession, error)
 	RevokeTrustSessionsByHuman(ctx context.Context, userID, reason string) (int, error)
@@ -163,12 +163,12 @@ func (h *Handlers) listTrustSessions() server.ServerTool {
 }
 
 func (h *Handlers) doListTrustSessions(ctx context.Context, args listTrustSessionsArgs) (any, error) {
-	limit, offset, err := page(args.Limit, args.Offset, memory.DefaultSessionLimit, memory.MaxSessionLimit)
+	limit, offset, err := page(args.Limit, args.Offset, memory.DefaultTrustSessionLimit, memory.MaxTrustSessionLimit)
 	if err != nil {
 		return nil, err
 	}
 	activeOnly := args.ActiveOnly == nil || *args.ActiveOnly
-	rows, total, err := h.store.TrustSessions(ctx, memory.SessionFilter{ActiveOnly: activeOnly, Limit: limit, Offset: offset})
+	rows, total, err := h.store.TrustSessions(ctx, memory.TrustSessionFilter{ActiveOnly: activeOnly, Limit: limit, Offset: offset})
 	if err != nil {
 		return nil, err
 	}

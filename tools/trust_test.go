@@ -52,11 +52,11 @@ func TestTrustSessionTools(t *testing.T) {
 
 	id := s1["session_id"].(string)
 	t.Run("workflow count per tool call", func(t *testing.T) {
-		inSession := withTrust(alice, delegation.TrustContext{SessionID: id})
+		inSession := withTrust(alice, delegation.TrustContext{TrustSessionID: id})
 		ts.must(inSession, "read_graph", map[string]any{})
 		ts.must(inSession, "create_entities", map[string]any{"entities": []any{}})
 		// B naming A's session touches nothing.
-		ts.must(withTrust(asUser("b", "eve", ""), delegation.TrustContext{SessionID: id}), "read_graph", map[string]any{})
+		ts.must(withTrust(asUser("b", "eve", ""), delegation.TrustContext{TrustSessionID: id}), "read_graph", map[string]any{})
 		got := ts.must(alice, "get_trust_session", map[string]any{"session_id": id})
 		if got["workflow_count"] != float64(2) {
 			t.Errorf("workflow_count = %v, want 2", got["workflow_count"])

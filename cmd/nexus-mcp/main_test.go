@@ -58,7 +58,7 @@ func profileServer() func() {
 }
 
 // runCLI runs the CLI in-process and returns stdout, stderr and the exit code.
-func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
+func runCLI(t testing.TB, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
@@ -66,7 +66,7 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 }
 
 // mustCLI runs the CLI and fails the test unless it exits 0.
-func mustCLI(t *testing.T, args ...string) string {
+func mustCLI(t testing.TB, args ...string) string {
 	t.Helper()
 	out, errs, code := runCLI(t, "", args...)
 	if code != 0 {

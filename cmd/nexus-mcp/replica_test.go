@@ -445,7 +445,6 @@ func TestReplicaConcurrentWriters(t *testing.T) {
 		failures []string
 		wg       sync.WaitGroup
 	)
-	start := time.Now()
 	for w := range clients {
 		c := rrRPCClient(t, urls, bearer(rs.key))
 		wg.Add(1)
@@ -467,7 +466,6 @@ func TestReplicaConcurrentWriters(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
 	if len(acked) != clients*writes {
 		t.Errorf("acknowledged %d of %d writes; first failures: %q", len(acked), clients*writes, failures)
 	}
@@ -493,7 +491,6 @@ func TestReplicaConcurrentWriters(t *testing.T) {
 	t.Logf("metric replica_writes_acked=%d", len(acked))
 	t.Logf("metric replica_writes_lost=%d", lost)
 	t.Logf("metric replica_writes_duplicated=%d", dups)
-	t.Logf("metric replica_writes_rps=%.0f", float64(len(acked))/elapsed.Seconds())
 }
 
 // TestReplicaKill (c): one of three replicas is killed with SIGKILL in the
