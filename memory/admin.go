@@ -371,7 +371,7 @@ func (s *Store) RemoveMember(ctx context.Context, tenantID string, p tenancy.Pri
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return &Error{Kind: ErrNotFound, Code: CodeBadValue, Detail: fmt.Sprintf("%s is not a member of %q", p, tenantID)}
+			return &Error{Kind: ErrNotFound, Code: CodeNotMember, ID: fmt.Sprint(p), Other: tenantID}
 		}
 		return nil
 	})

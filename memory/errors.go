@@ -25,7 +25,7 @@ type Error struct {
 	Code    Code     // which failure
 	Field   Field    // the input or record concerned
 	ID      string   // the caller's id or name concerned, when any
-	Other   string   // a second id: the current id of a refused rename
+	Other   string   // a second id: the current id of a refused rename, a membership's tenant
 	Limit   int      // the bound exceeded (bytes, items or agents)
 	Allowed []string // the accepted values (CodeNotOneOf)
 	Detail  string   // why, in this package's terms (CodeBadValue, CodeBadID)
@@ -50,6 +50,7 @@ const (
 	CodeOwnedElsewhere             // agent id ID belongs to another tenant
 	CodeRenameTaken                // agent id ID is registered: Other cannot be renamed to it
 	CodeExists                     // Field ID exists already
+	CodeNotMember                  // principal ID is not a member of tenant Other
 )
 
 // Field names the input or record an Error concerns, in this package's
@@ -122,6 +123,8 @@ func (e *Error) Error() string {
 			return fmt.Sprintf("%s already exists", e.Field)
 		}
 		return fmt.Sprintf("%s %q already exists", e.Field, e.ID)
+	case CodeNotMember:
+		return fmt.Sprintf("%s is not a member of %q", e.ID, e.Other)
 	}
 	if e.Field == "" {
 		return e.Detail
