@@ -316,7 +316,7 @@ func (s *Store) SetAgentIdentity(ctx context.Context, c IdentityChange) (Identit
 			}
 			res.Action = "registered"
 		default:
-			return errNotRegistered(c.NewID)
+			return &Error{Kind: ErrNotFound, Code: CodeNotRegistered, Field: FieldNewAgent, ID: c.NewID}
 		}
 		if _, err := t.exec(`UPDATE agents SET name = coalesce(?, name), capabilities = coalesce(?, capabilities),
 			metadata = coalesce(?, metadata), status = 'active', last_seen = ?, updated_at = ?

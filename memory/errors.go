@@ -46,7 +46,7 @@ const (
 	CodeTooBroad                   // the recipient selection matches more than Limit agents
 	CodeNoEmbedder                 // semantic search without an embedder
 	CodeNotFound                   // no Field ID (unknown, or another tenant's)
-	CodeNotRegistered              // agent ID is not registered (or not visible)
+	CodeNotRegistered              // agent ID, given as Field, is not registered (or not visible)
 	CodeOwnedElsewhere             // agent id ID belongs to another tenant
 	CodeRenameTaken                // agent id ID is registered: Other cannot be renamed to it
 	CodeExists                     // Field ID exists already

@@ -43,7 +43,7 @@ func (h *Handlers) errorResult(ctx context.Context, tool string, err error) (*mc
 	case errors.As(err, &ae):
 		return mcp.NewToolResultError(ae.msg), nil
 	case errors.As(err, &me):
-		return mcp.NewToolResultError(memoryMessage(tool, me)), nil
+		return mcp.NewToolResultError(memoryMessage(me)), nil
 	case errors.Is(err, errForbiddenMismatch):
 		return mcp.NewToolResultError(errForbiddenMismatch.Error()), nil
 	case errors.Is(err, errAgentMismatch):
@@ -87,9 +87,9 @@ var memoryArgs = map[memory.Field]string{
 // msgNoEmbedder answers a semantic search on a server without an embedder.
 const msgNoEmbedder = `searchType "semantic" needs an embedder, and this server has none: start it with --embedder-url and --embedder-model, or use searchType "hybrid" (word ranking)`
 
-// memoryMessage writes the words a model reads for a memory failure in
-// tool: the argument to fix, or the tool to call first.
-func memoryMessage(tool string, e *memory.Error) string {
+// memoryMessage writes the words a model reads for a memory failure: the
+// argument to fix, or the tool to call first.
+func memoryMessage(e *memory.Error) string {
 	arg, ok := memoryArgs[e.Field]
 	if !ok {
 		arg = string(e.Field)
@@ -123,7 +123,7 @@ func memoryMessage(tool string, e *memory.Error) string {
 			return fmt.Sprintf("Entity with name %s not found", e.ID)
 		}
 	case memory.CodeNotRegistered:
-		if tool == "set_agent_identity" {
+		if e.Field == memory.FieldNewAgent {
 			return fmt.Sprintf("agent %q is not registered; register it with register_agent or set autoRegister", e.ID)
 		}
 		return fmt.Sprintf("agent %q is not registered", e.ID)

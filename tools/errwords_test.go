@@ -263,43 +263,44 @@ func TestMemoryErrorWords(t *testing.T) {
 func TestMemoryMessage(t *testing.T) {
 	tests := []struct {
 		name string
-		tool string
 		err  *memory.Error
 		want string
 	}{
-		{"id syntax", "end_session", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeBadID, Field: memory.FieldProject, Detail: "must not be empty"},
+		{"id syntax", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeBadID, Field: memory.FieldProject, Detail: "must not be empty"},
 			"projectId must not be empty"},
-		{"sender id syntax", "send_ai_message", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeBadID, Field: memory.FieldSender, Detail: "must not be empty"},
+		{"sender id syntax", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeBadID, Field: memory.FieldSender, Detail: "must not be empty"},
 			"from must not be empty"},
-		{"too many open items", "end_session", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooMany, Field: memory.FieldOpenItems, Limit: 3},
+		{"too many open items", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooMany, Field: memory.FieldOpenItems, Limit: 3},
 			"at most 3 openItems"},
-		{"too many capabilities", "register_agent", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooMany, Field: memory.FieldCapabilities, Limit: 2},
+		{"too many capabilities", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooMany, Field: memory.FieldCapabilities, Limit: 2},
 			"at most 2 capabilities per agent"},
-		{"learning too long", "record_learning", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooLong, Field: memory.FieldLearningText, Limit: 9},
+		{"learning too long", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooLong, Field: memory.FieldLearningText, Limit: 9},
 			"context and lesson are limited to 9 bytes"},
-		{"content too long", "send_ai_message", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooLong, Field: memory.FieldContent, Limit: 9},
+		{"content too long", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooLong, Field: memory.FieldContent, Limit: 9},
 			"content is limited to 9 bytes"},
-		{"message type", "get_ai_messages", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeNotOneOf, Field: memory.FieldMessageType, Allowed: []string{"info", "task"}},
+		{"message type", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeNotOneOf, Field: memory.FieldMessageType, Allowed: []string{"info", "task"}},
 			"messageType must be one of info, task"},
-		{"search type", "search_nodes", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeNotOneOf, Field: memory.FieldSearchMode, Allowed: []string{"exact"}},
+		{"search type", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeNotOneOf, Field: memory.FieldSearchMode, Allowed: []string{"exact"}},
 			"searchType must be one of exact"},
-		{"selection too broad", "send_ai_message", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooBroad, Field: memory.FieldCapabilities, Limit: 5},
+		{"selection too broad", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeTooBroad, Field: memory.FieldCapabilities, Limit: 5},
 			"the selection matches more than 5 agents; narrow it with toCapabilities"},
-		{"page", "search_nodes", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeBadPage}, "limit must be positive and offset not negative"},
-		{"no embedder", "search_entities", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeNoEmbedder, Field: memory.FieldSearchMode}, msgNoEmbedder},
-		{"preferences", "set_preferences", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeBadValue, Field: memory.FieldPreferences, Detail: "must be a JSON object"},
+		{"page", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeBadPage}, "limit must be positive and offset not negative"},
+		{"no embedder", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeNoEmbedder, Field: memory.FieldSearchMode}, msgNoEmbedder},
+		{"preferences", &memory.Error{Kind: memory.ErrInvalid, Code: memory.CodeBadValue, Field: memory.FieldPreferences, Detail: "must be a JSON object"},
 			"preferences must be a JSON object"},
-		{"unregistered agent, no identity hint", "send_ai_message", &memory.Error{Kind: memory.ErrNotFound, Code: memory.CodeNotRegistered, Field: memory.FieldAgent, ID: "z"},
+		{"unregistered new agent id", &memory.Error{Kind: memory.ErrNotFound, Code: memory.CodeNotRegistered, Field: memory.FieldNewAgent, ID: "z"},
+			`agent "z" is not registered; register it with register_agent or set autoRegister`},
+		{"unregistered agent, no identity hint", &memory.Error{Kind: memory.ErrNotFound, Code: memory.CodeNotRegistered, Field: memory.FieldAgent, ID: "z"},
 			`agent "z" is not registered`},
-		{"delegation not found", "revoke_delegation", &memory.Error{Kind: memory.ErrNotFound, Code: memory.CodeNotFound, Field: memory.FieldDelegation, ID: "d1"},
+		{"delegation not found", &memory.Error{Kind: memory.ErrNotFound, Code: memory.CodeNotFound, Field: memory.FieldDelegation, ID: "d1"},
 			`delegation "d1" not found`},
-		{"trust session not found", "get_trust_session", &memory.Error{Kind: memory.ErrNotFound, Code: memory.CodeNotFound, Field: memory.FieldTrustSession, ID: "s1"},
+		{"trust session not found", &memory.Error{Kind: memory.ErrNotFound, Code: memory.CodeNotFound, Field: memory.FieldTrustSession, ID: "s1"},
 			`trust session "s1" not found`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := memoryMessage(tt.tool, tt.err); got != tt.want {
-				t.Errorf("memoryMessage(%q, %+v) = %q, want %q", tt.tool, tt.err, got, tt.want)
+			if got := memoryMessage(tt.err); got != tt.want {
+				t.Errorf("memoryMessage(%+v) = %q, want %q", tt.err, got, tt.want)
 			}
 		})
 	}
