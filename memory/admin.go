@@ -102,7 +102,7 @@ func (s *Store) CreateTenant(ctx context.Context, id, name string) error {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return conflictf("tenant %q already exists", id)
+			return errExists(FieldTenant, id)
 		}
 		return nil
 	})
@@ -145,7 +145,7 @@ func (s *Store) Tenant(ctx context.Context, id string) (Tenant, error) {
 		err := t.queryRow(`SELECT id, name, disabled, rate_rps, rate_burst, created_at FROM tenants WHERE id = ?`, id).
 			Scan(&tn.ID, &tn.Name, &tn.Disabled, &tn.RateRPS, &tn.RateBurst, &tn.CreatedAt)
 		if err == sql.ErrNoRows {
-			return notFoundf("tenant %q not found", id)
+			return errNotFound(FieldTenant, id)
 		}
 		return err
 	})
@@ -184,7 +184,7 @@ func tenantUpdated(res sql.Result, err error, id string) error {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return notFoundf("tenant %q not found", id)
+		return errNotFound(FieldTenant, id)
 	}
 	return nil
 }
@@ -196,7 +196,7 @@ func tenantUpdated(res sql.Result, err error, id string) error {
 // an unrevoked key bound to it.
 func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, error) {
 	if nk.AgentID != "" {
-		if err := checkAgentID("agent", nk.AgentID); err != nil {
+		if err := checkAgentID(FieldAgent, nk.AgentID); err != nil {
 			return "", APIKey{}, err
 		}
 	}
@@ -212,7 +212,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, er
 			return err
 		}
 		if exists == 0 {
-			return notFoundf("tenant %q not found", nk.TenantID)
+			return errNotFound(FieldTenant, nk.TenantID)
 		}
 		// A key bound to an agent claims the id for its tenant (global
 		// scope): refused when another tenant owns it.
@@ -222,7 +222,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, nk NewKey) (string, APIKey, er
 				return err
 			}
 			if taken {
-				return conflictf("agent id %q belongs to another tenant (registered there or bound to its API key); choose another agent id", nk.AgentID)
+				return errOwnedElsewhere(nk.AgentID)
 			}
 		}
 		k.CreatedAt = t.now
@@ -276,7 +276,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, id string) error {
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return notFoundf("key %q not found", id)
+			return errNotFound(FieldKey, id)
 		}
 		return nil
 	})
@@ -350,7 +350,7 @@ func (s *Store) SetMember(ctx context.Context, tenantID string, p tenancy.Princi
 			return err
 		}
 		if exists == 0 {
-			return notFoundf("tenant %q not found", tenantID)
+			return errNotFound(FieldTenant, tenantID)
 		}
 		_, err := t.exec(`INSERT INTO members (tenant_id, principal_kind, principal_source, user_id, role, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -371,7 +371,7 @@ func (s *Store) RemoveMember(ctx context.Context, tenantID string, p tenancy.Pri
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return notFoundf("%s is not a member of %q", p, tenantID)
+			return &Error{Kind: ErrNotFound, Code: CodeNotMember, ID: fmt.Sprint(p), Other: tenantID}
 		}
 		return nil
 	})

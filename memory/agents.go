@@ -92,11 +92,13 @@ type IdentityResult struct {
 	Action     string // "registered", "renamed" or "updated"
 }
 
-// checkAgentID applies delegation.CheckID, the one id syntax, to an id
-// argument arg.
-func checkAgentID(arg, id string) error {
+// checkAgentID applies delegation.CheckID, the one id syntax, to the id
+// of field f.
+func checkAgentID(f Field, id string) error {
 	if reason := delegation.IDReason(id); reason != "" {
-		return invalidf("%s %s", arg, reason)
+		e := invalid(CodeBadID, f)
+		e.Detail = reason
+		return e
 	}
 	return nil
 }
@@ -116,7 +118,7 @@ func normCapabilities(caps []string) ([]string, error) {
 		out = append(out, c)
 	}
 	if len(out) > maxCapabilities {
-		return nil, invalidf("at most %d capabilities per agent", maxCapabilities)
+		return nil, errTooMany(FieldCapabilities, maxCapabilities)
 	}
 	return out, nil
 }
@@ -173,7 +175,7 @@ func (s *Store) ownedElsewhere(t *txn, tenant, id string) (bool, error) {
 func agentLockKey(id string) string { return "agent:" + id }
 
 func errOwnedElsewhere(id string) error {
-	return conflictf("agent id %q is registered by another tenant or bound to its API key; only that tenant can use it — choose another agent id", id)
+	return &Error{Kind: ErrConflict, Code: CodeOwnedElsewhere, Field: FieldAgent, ID: id}
 }
 
 // RegisterAgent registers reg.ID for the caller's tenant, or re-registers it
@@ -185,11 +187,11 @@ func (s *Store) RegisterAgent(ctx context.Context, reg AgentRegistration) (a Age
 	if err != nil {
 		return Agent{}, false, err
 	}
-	if err := checkAgentID("agentId", reg.ID); err != nil {
+	if err := checkAgentID(FieldAgent, reg.ID); err != nil {
 		return Agent{}, false, err
 	}
 	if strings.TrimSpace(reg.Name) == "" {
-		return Agent{}, false, invalidf("name must not be empty")
+		return Agent{}, false, errEmpty(FieldAgentName)
 	}
 	caps, err := normCapabilities(reg.Capabilities)
 	if err != nil {
@@ -248,11 +250,11 @@ func (s *Store) SetAgentIdentity(ctx context.Context, c IdentityChange) (Identit
 	if err != nil {
 		return IdentityResult{}, err
 	}
-	if err := checkAgentID("newAgentId", c.NewID); err != nil {
+	if err := checkAgentID(FieldNewAgent, c.NewID); err != nil {
 		return IdentityResult{}, err
 	}
 	if c.Name != nil && strings.TrimSpace(*c.Name) == "" {
-		return IdentityResult{}, invalidf("newName must not be empty")
+		return IdentityResult{}, errEmpty(FieldNewAgentName)
 	}
 	var capsJSON *string
 	if c.Capabilities != nil {
@@ -294,7 +296,7 @@ func (s *Store) SetAgentIdentity(ctx context.Context, c IdentityChange) (Identit
 		switch {
 		case curExists:
 			if newExists {
-				return conflictf("agent id %q is already registered; cannot rename %q to it", c.NewID, c.CurrentID)
+				return &Error{Kind: ErrConflict, Code: CodeRenameTaken, Field: FieldNewAgent, ID: c.NewID, Other: c.CurrentID}
 			}
 			if _, err := t.exec(`UPDATE agents SET agent_id = ?, updated_at = ?, last_seen = ? WHERE tenant_id = ? AND agent_id = ?`,
 				c.NewID, now, now, tenant, c.CurrentID); err != nil {
@@ -314,7 +316,7 @@ func (s *Store) SetAgentIdentity(ctx context.Context, c IdentityChange) (Identit
 			}
 			res.Action = "registered"
 		default:
-			return notFoundf("agent %q is not registered; register it with register_agent or set autoRegister", c.NewID)
+			return &Error{Kind: ErrNotFound, Code: CodeNotRegistered, Field: FieldNewAgent, ID: c.NewID}
 		}
 		if _, err := t.exec(`UPDATE agents SET name = coalesce(?, name), capabilities = coalesce(?, capabilities),
 			metadata = coalesce(?, metadata), status = 'active', last_seen = ?, updated_at = ?
@@ -397,7 +399,7 @@ func agentByID(t *txn, tenant, id, scope string) (Agent, error) {
 	}
 	a, err := scanAgent(row, tenant)
 	if err == sql.ErrNoRows {
-		return Agent{}, notFoundf("agent %q is not registered", id)
+		return Agent{}, errNotRegistered(id)
 	}
 	return a, err
 }
@@ -492,7 +494,7 @@ func (s *Store) AgentEndpoint(ctx context.Context, agentID string) (string, erro
 	err = s.read(ctx, func(t *txn) error {
 		err := t.queryRow(`SELECT endpoint FROM agents WHERE tenant_id = ? AND agent_id = ?`, tenant, agentID).Scan(&endpoint)
 		if err == sql.ErrNoRows {
-			return notFoundf("agent %q is not registered", agentID)
+			return errNotRegistered(agentID)
 		}
 		return err
 	})

@@ -78,7 +78,7 @@ func TestAgentRegistryGlobalScope(t *testing.T) {
 			t.Fatalf("RegisterAgent by b = %v, want ErrConflict", err)
 		}
 		var me *Error
-		if !errors.As(err, &me) || me.Msg == "" {
+		if !errors.As(err, &me) || me.Code != CodeOwnedElsewhere || me.ID != "alice" {
 			t.Errorf("error %v is not a client-safe *Error", err)
 		}
 	})

@@ -116,7 +116,7 @@ func encodeObject(m map[string]any) (string, error) {
 	return marshalJSON(m, "{}")
 }
 
-func delegationNotFound(id string) error { return notFoundf("delegation %q not found", id) }
+func delegationNotFound(id string) error { return errNotFound(FieldDelegation, id) }
 
 // PrepareDelegation stores a new delegation in the caller's tenant with a
 // random id, status prepared, expiring TTL from now (or at the parent's

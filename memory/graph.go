@@ -76,7 +76,7 @@ type ObservationDeletion struct {
 }
 
 func entityNotFound(name string) error {
-	return notFoundf("Entity with name %s not found", name)
+	return errNotFound(FieldEntity, name)
 }
 
 func marshalJSON(v any, empty string) (string, error) {
@@ -85,7 +85,7 @@ func marshalJSON(v any, empty string) (string, error) {
 	}
 	b, err := json.Marshal(v)
 	if err != nil {
-		return "", invalidf("cannot encode %T as JSON", v)
+		return "", errBadValue(FieldMetadata, fmt.Sprintf("cannot be encoded as JSON (a %T)", v))
 	}
 	return string(b), nil
 }

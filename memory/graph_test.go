@@ -84,20 +84,20 @@ func TestCreateRelations(t *testing.T) {
 		ctx     context.Context
 		in      []Relation
 		want    []string
-		wantErr string
+		missing string // the entity the error names
 	}{
 		{"new", a, []Relation{{From: "A1", To: "A2", RelationType: "knows"}}, []string{"A1-knows->A2"}, ""},
 		{"duplicate skipped", a, []Relation{{From: "A1", To: "A2", RelationType: "knows"}, {From: "A2", To: "A1", RelationType: "knows"}}, []string{"A2-knows->A1"}, ""},
-		{"missing endpoint", a, []Relation{{From: "A1", To: "A2", RelationType: "likes"}, {From: "A1", To: "Nobody", RelationType: "x"}}, nil, "Entity with name Nobody not found"},
-		{"other tenant's entity is not found", b, []Relation{{From: "B1", To: "A1", RelationType: "x"}}, nil, "Entity with name A1 not found"},
+		{"missing endpoint", a, []Relation{{From: "A1", To: "A2", RelationType: "likes"}, {From: "A1", To: "Nobody", RelationType: "x"}}, nil, "Nobody"},
+		{"other tenant's entity is not found", b, []Relation{{From: "B1", To: "A1", RelationType: "x"}}, nil, "A1"},
 		{"control in b", b, []Relation{{From: "B1", To: "B1", RelationType: "self"}}, []string{"B1-self->B1"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := s.CreateRelations(tt.ctx, tt.in)
-			if tt.wantErr != "" {
-				if err == nil || err.Error() != tt.wantErr || !errors.Is(err, ErrNotFound) {
-					t.Fatalf("CreateRelations err = %v, want %q (ErrNotFound)", err, tt.wantErr)
+			if tt.missing != "" {
+				if got := missingEntity(err); got != tt.missing || !errors.Is(err, ErrNotFound) {
+					t.Fatalf("CreateRelations err = %v naming entity %q, want ErrNotFound naming %q", err, got, tt.missing)
 				}
 				return
 			}
@@ -116,6 +116,16 @@ func TestCreateRelations(t *testing.T) {
 	}
 }
 
+// missingEntity is the entity a not-found error names, or "" when err is
+// not one.
+func missingEntity(err error) string {
+	var me *Error
+	if !errors.As(err, &me) || me.Code != CodeNotFound || me.Field != FieldEntity {
+		return ""
+	}
+	return me.ID
+}
+
 func TestAddObservations(t *testing.T) {
 	s := newTestStore(t)
 	a, b := as("a"), as("b")
@@ -128,8 +138,8 @@ func TestAddObservations(t *testing.T) {
 		t.Errorf("AddObservations = %+v, want two, three added", got)
 	}
 	_, err = s.AddObservations(a, []ObservationAdd{{EntityName: "E", Contents: []string{"four"}}, {EntityName: "Missing", Contents: []string{"x"}}})
-	if err == nil || err.Error() != "Entity with name Missing not found" {
-		t.Fatalf("AddObservations(missing) err = %v", err)
+	if got := missingEntity(err); got != "Missing" || !errors.Is(err, ErrNotFound) {
+		t.Fatalf("AddObservations(missing) err = %v naming entity %q, want ErrNotFound naming \"Missing\"", err, got)
 	}
 	// B cannot add to A's entity
 	if _, err := s.AddObservations(b, []ObservationAdd{{EntityName: "E", Contents: []string{"b was here"}}}); !errors.Is(err, ErrNotFound) {

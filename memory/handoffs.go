@@ -66,21 +66,21 @@ func (s *Store) EndSession(ctx context.Context, e EndSession) (Handoff, error) {
 	if err != nil {
 		return Handoff{}, err
 	}
-	if err := checkAgentID("agentId", e.Agent); err != nil {
+	if err := checkAgentID(FieldAgent, e.Agent); err != nil {
 		return Handoff{}, err
 	}
-	if err := checkAgentID("projectId", e.Project); err != nil {
+	if err := checkAgentID(FieldProject, e.Project); err != nil {
 		return Handoff{}, err
 	}
 	switch {
 	case strings.TrimSpace(e.Summary) == "":
-		return Handoff{}, invalidf("summary must not be empty")
+		return Handoff{}, errEmpty(FieldSummary)
 	case len(e.Summary) > maxMessageBytes:
-		return Handoff{}, invalidf("summary is limited to %d bytes", maxMessageBytes)
+		return Handoff{}, errTooLong(FieldSummary, maxMessageBytes)
 	case len(e.OpenItems) > maxOpenItems:
-		return Handoff{}, invalidf("at most %d openItems", maxOpenItems)
+		return Handoff{}, errTooMany(FieldOpenItems, maxOpenItems)
 	case len(e.Learnings) > maxHandoffLearned:
-		return Handoff{}, invalidf("at most %d learnings", maxHandoffLearned)
+		return Handoff{}, errTooMany(FieldHandoffLearn, maxHandoffLearned)
 	}
 	for _, l := range e.Learnings {
 		if err := checkLearning(l); err != nil {
@@ -189,10 +189,10 @@ func (s *Store) BeginSession(ctx context.Context, agent, project string) (Handof
 	if err != nil {
 		return HandoffSession{}, err
 	}
-	if err := checkAgentID("agentId", agent); err != nil {
+	if err := checkAgentID(FieldAgent, agent); err != nil {
 		return HandoffSession{}, err
 	}
-	if err := checkAgentID("projectId", project); err != nil {
+	if err := checkAgentID(FieldProject, project); err != nil {
 		return HandoffSession{}, err
 	}
 	var out HandoffSession
@@ -254,7 +254,7 @@ func (s *Store) AgentContext(ctx context.Context, agent, project string, limit i
 	if err != nil {
 		return AgentContext{}, err
 	}
-	if err := checkAgentID("agentId", agent); err != nil {
+	if err := checkAgentID(FieldAgent, agent); err != nil {
 		return AgentContext{}, err
 	}
 	var out AgentContext

@@ -151,13 +151,13 @@ type individualEntry struct {
 func checkLearning(l NewLearning) error {
 	switch {
 	case strings.TrimSpace(l.Context) == "":
-		return invalidf("context must not be empty")
+		return errEmpty(FieldContext)
 	case strings.TrimSpace(l.Lesson) == "":
-		return invalidf("lesson must not be empty")
+		return errEmpty(FieldLesson)
 	case len(l.Context) > maxLearningText || len(l.Lesson) > maxLearningText:
-		return invalidf("context and lesson are limited to %d bytes", maxLearningText)
+		return errTooLong(FieldLearningText, maxLearningText)
 	case math.IsNaN(l.Confidence) || l.Confidence < 0 || l.Confidence > 1:
-		return invalidf("confidence must be between 0 and 1")
+		return errBadValue(FieldConfidence, "must be between 0 and 1")
 	}
 	return nil
 }
@@ -177,7 +177,7 @@ func (s *Store) RecordLearning(ctx context.Context, agent string, l NewLearning)
 	if err != nil {
 		return Learning{}, err
 	}
-	if err := checkAgentID("agentId", agent); err != nil {
+	if err := checkAgentID(FieldAgent, agent); err != nil {
 		return Learning{}, err
 	}
 	if err := checkLearning(l); err != nil {
@@ -325,7 +325,7 @@ func (s *Store) SetPreferences(ctx context.Context, agent string, patch map[stri
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAgentID("agentId", agent); err != nil {
+	if err := checkAgentID(FieldAgent, agent); err != nil {
 		return nil, err
 	}
 	if patch == nil {
@@ -333,7 +333,7 @@ func (s *Store) SetPreferences(ctx context.Context, agent string, patch map[stri
 	}
 	b, err := json.Marshal(patch)
 	if err != nil {
-		return nil, invalidf("preferences must be a JSON object")
+		return nil, errBadValue(FieldPreferences, "must be a JSON object")
 	}
 	var merged string
 	err = s.write(ctx, func(t *txn) error {

@@ -106,18 +106,18 @@ type MessagePage struct {
 }
 
 func checkSend(m Send) error {
-	if err := checkAgentID("from", m.From); err != nil {
+	if err := checkAgentID(FieldSender, m.From); err != nil {
 		return err
 	}
 	switch {
 	case strings.TrimSpace(m.Content) == "":
-		return invalidf("content must not be empty")
+		return errEmpty(FieldContent)
 	case len(m.Content) > maxMessageBytes:
-		return invalidf("content is limited to %d bytes", maxMessageBytes)
+		return errTooLong(FieldContent, maxMessageBytes)
 	case !slices.Contains(MessageTypes, m.Type):
-		return invalidf("messageType must be one of %s", strings.Join(MessageTypes, ", "))
+		return errNotOneOf(FieldMessageType, MessageTypes)
 	case !slices.Contains(Priorities, m.Priority):
-		return invalidf("priority must be one of %s", strings.Join(Priorities, ", "))
+		return errNotOneOf(FieldPriority, Priorities)
 	}
 	return nil
 }
@@ -146,7 +146,7 @@ func (s *Store) SendMessage(ctx context.Context, m Send) (Sent, error) {
 	case m.Broadcast:
 		out.Mode = SelectBroadcast
 	default:
-		if err := checkAgentID("to", m.To); err != nil {
+		if err := checkAgentID(FieldRecipient, m.To); err != nil {
 			return Sent{}, err
 		}
 	}
@@ -211,7 +211,7 @@ func selectRecipients(t *txn, tenant string, caps []string, m Send) ([]string, e
 			continue
 		}
 		if len(out) == MaxRecipients {
-			return nil, invalidf("the selection matches more than %d agents; narrow it with toCapabilities", MaxRecipients)
+			return nil, &Error{Kind: ErrInvalid, Code: CodeTooBroad, Field: FieldCapabilities, Limit: MaxRecipients}
 		}
 		out = append(out, id)
 	}
@@ -241,11 +241,11 @@ func (s *Store) Messages(ctx context.Context, q MessageQuery) (MessagePage, erro
 	if err != nil {
 		return MessagePage{}, err
 	}
-	if err := checkAgentID("agentId", q.Agent); err != nil {
+	if err := checkAgentID(FieldAgent, q.Agent); err != nil {
 		return MessagePage{}, err
 	}
 	if q.Type != "" && !slices.Contains(MessageTypes, q.Type) {
-		return MessagePage{}, invalidf("messageType must be one of %s", strings.Join(MessageTypes, ", "))
+		return MessagePage{}, errNotOneOf(FieldMessageType, MessageTypes)
 	}
 	run := s.read
 	if q.MarkAsRead {
@@ -318,7 +318,7 @@ func (s *Store) MarkMessagesRead(ctx context.Context, agent string, ids []string
 	if err != nil {
 		return 0, err
 	}
-	if err := checkAgentID("agentId", agent); err != nil {
+	if err := checkAgentID(FieldAgent, agent); err != nil {
 		return 0, err
 	}
 	var n int64

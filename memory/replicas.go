@@ -38,7 +38,7 @@ func (s *Store) BindMCPSession(ctx context.Context, id, principal string) error 
 			return fmt.Errorf("bind MCP session: %w", err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return conflictf("MCP session already bound")
+			return errExists(FieldMCPSession, "")
 		}
 		return nil
 	})
@@ -60,7 +60,7 @@ func (s *Store) MCPSession(ctx context.Context, id string) (MCPSession, error) {
 			tenant, id).Scan(&ms.Principal, &created, &used)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
-		return MCPSession{}, notFoundf("MCP session not found")
+		return MCPSession{}, errNotFound(FieldMCPSession, "")
 	}
 	if err != nil {
 		return MCPSession{}, fmt.Errorf("read MCP session: %w", err)
@@ -91,7 +91,7 @@ func (s *Store) TouchMCPSession(ctx context.Context, id, principal string, idle 
 			t.now, t.now, tenant, id, principal, cutoff).Scan(&used)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
-		return time.Time{}, notFoundf("MCP session not found")
+		return time.Time{}, errNotFound(FieldMCPSession, "")
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("touch MCP session: %w", err)

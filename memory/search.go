@@ -86,16 +86,16 @@ func (s *Store) SearchEntities(ctx context.Context, q SearchQuery) (SearchResult
 		q.Mode = SearchHybrid
 	}
 	if !slices.Contains(SearchModes, q.Mode) {
-		return SearchResult{}, invalidf("searchType must be one of %s", strings.Join(SearchModes, ", "))
+		return SearchResult{}, errNotOneOf(FieldSearchMode, SearchModes)
 	}
 	if strings.TrimSpace(q.Query) == "" {
-		return SearchResult{}, invalidf("query must not be empty")
+		return SearchResult{}, errEmpty(FieldQuery)
 	}
 	if q.Limit <= 0 || q.Offset < 0 {
-		return SearchResult{}, invalidf("limit must be positive and offset not negative")
+		return SearchResult{}, invalid(CodeBadPage, "")
 	}
 	if q.Mode == SearchSemantic && len(q.Vector) == 0 {
-		return SearchResult{}, invalidf("semantic search needs an embedder")
+		return SearchResult{}, invalid(CodeNoEmbedder, FieldSearchMode)
 	}
 	var res SearchResult
 	// A ranked search first indexes what its tenant has queued (once:

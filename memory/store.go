@@ -38,38 +38,6 @@ import (
 //go:embed migrations/*.sql migrations/postgres/*.sql
 var migrationFS embed.FS
 
-// Sentinel errors callers check with errors.Is. Another tenant's data is
-// ErrNotFound, never a permission error.
-var (
-	ErrNotFound = errors.New("not found")
-	ErrConflict = errors.New("conflict")
-	ErrInvalid  = errors.New("invalid")
-)
-
-// Error is an error whose message is safe to show to a client: it names the
-// caller's own input, never SQL or internals. Kind is one of the sentinels.
-type Error struct {
-	Kind error
-	Msg  string
-}
-
-func (e *Error) Error() string { return e.Msg }
-
-// Unwrap returns the sentinel, so errors.Is(err, ErrNotFound) works.
-func (e *Error) Unwrap() error { return e.Kind }
-
-func notFoundf(format string, a ...any) error {
-	return &Error{Kind: ErrNotFound, Msg: fmt.Sprintf(format, a...)}
-}
-
-func invalidf(format string, a ...any) error {
-	return &Error{Kind: ErrInvalid, Msg: fmt.Sprintf(format, a...)}
-}
-
-func conflictf(format string, a ...any) error {
-	return &Error{Kind: ErrConflict, Msg: fmt.Sprintf(format, a...)}
-}
-
 // Options configure Open.
 type Options struct {
 	// Now is the clock; time.Now when nil. Read once per transaction.

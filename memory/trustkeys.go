@@ -161,7 +161,7 @@ func tenantMustExist(t *txn, tenantID string) error {
 		return err
 	}
 	if n == 0 {
-		return notFoundf("tenant %q not found", tenantID)
+		return errNotFound(FieldTenant, tenantID)
 	}
 	return nil
 }

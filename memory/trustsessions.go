@@ -87,7 +87,7 @@ func scanSession(sc scanner) (TrustSession, error) {
 	return ts, nil
 }
 
-func trustSessionNotFound(id string) error { return notFoundf("trust session %q not found", id) }
+func trustSessionNotFound(id string) error { return errNotFound(FieldTrustSession, id) }
 
 // CreateTrustSession creates a trust session in the caller's tenant with
 // id "nxs-<uuid>", expiring TTL from now.

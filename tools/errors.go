@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -42,7 +43,7 @@ func (h *Handlers) errorResult(ctx context.Context, tool string, err error) (*mc
 	case errors.As(err, &ae):
 		return mcp.NewToolResultError(ae.msg), nil
 	case errors.As(err, &me):
-		return mcp.NewToolResultError(me.Msg), nil
+		return mcp.NewToolResultError(memoryMessage(me)), nil
 	case errors.Is(err, errForbiddenMismatch):
 		return mcp.NewToolResultError(errForbiddenMismatch.Error()), nil
 	case errors.Is(err, errAgentMismatch):
@@ -54,6 +55,90 @@ func (h *Handlers) errorResult(ctx context.Context, tool string, err error) (*mc
 		return mcp.NewToolResultError(err.Error()), nil
 	}
 	return nil, h.internal(ctx, "tool", tool, err)
+}
+
+// memoryArgs is the argument a client sends for each memory.Field it can
+// get wrong. A field not listed here is named by its memory.Field text.
+var memoryArgs = map[memory.Field]string{
+	memory.FieldAgent:        "agentId",
+	memory.FieldNewAgent:     "newAgentId",
+	memory.FieldProject:      "projectId",
+	memory.FieldSender:       "from",
+	memory.FieldRecipient:    "to",
+	memory.FieldAgentName:    "name",
+	memory.FieldNewAgentName: "newName",
+	memory.FieldCapabilities: "capabilities",
+	memory.FieldSummary:      "summary",
+	memory.FieldOpenItems:    "openItems",
+	memory.FieldHandoffLearn: "learnings",
+	memory.FieldContext:      "context",
+	memory.FieldLesson:       "lesson",
+	memory.FieldLearningText: "context and lesson",
+	memory.FieldConfidence:   "confidence",
+	memory.FieldPreferences:  "preferences",
+	memory.FieldMetadata:     "metadata",
+	memory.FieldContent:      "content",
+	memory.FieldMessageType:  "messageType",
+	memory.FieldPriority:     "priority",
+	memory.FieldSearchMode:   "searchType",
+	memory.FieldQuery:        "query",
+}
+
+// msgNoEmbedder answers a semantic search on a server without an embedder.
+const msgNoEmbedder = `searchType "semantic" needs an embedder, and this server has none: start it with --embedder-url and --embedder-model, or use searchType "hybrid" (word ranking)`
+
+// memoryMessage writes the words a model reads for a memory failure: the
+// argument to fix, or the tool to call first.
+func memoryMessage(e *memory.Error) string {
+	arg, ok := memoryArgs[e.Field]
+	if !ok {
+		arg = string(e.Field)
+	}
+	switch e.Code {
+	case memory.CodeEmpty:
+		return arg + " must not be empty"
+	case memory.CodeTooLong:
+		if e.Field == memory.FieldLearningText {
+			return fmt.Sprintf("%s are limited to %d bytes", arg, e.Limit)
+		}
+		return fmt.Sprintf("%s is limited to %d bytes", arg, e.Limit)
+	case memory.CodeTooMany:
+		if e.Field == memory.FieldCapabilities {
+			return fmt.Sprintf("at most %d %s per agent", e.Limit, arg)
+		}
+		return fmt.Sprintf("at most %d %s", e.Limit, arg)
+	case memory.CodeNotOneOf:
+		return fmt.Sprintf("%s must be one of %s", arg, strings.Join(e.Allowed, ", "))
+	case memory.CodeBadID:
+		return arg + " " + e.Detail
+	case memory.CodeBadPage:
+		return "limit must be positive and offset not negative"
+	case memory.CodeTooBroad:
+		return fmt.Sprintf("the selection matches more than %d agents; narrow it with toCapabilities", e.Limit)
+	case memory.CodeNoEmbedder:
+		return msgNoEmbedder
+	case memory.CodeNotFound:
+		if e.Field == memory.FieldEntity {
+			// The words of the reference memory server, which clients know.
+			return fmt.Sprintf("Entity with name %s not found", e.ID)
+		}
+	case memory.CodeNotRegistered:
+		if e.Field == memory.FieldNewAgent {
+			return fmt.Sprintf("agent %q is not registered; register it with register_agent or set autoRegister", e.ID)
+		}
+		return fmt.Sprintf("agent %q is not registered", e.ID)
+	case memory.CodeOwnedElsewhere:
+		return fmt.Sprintf("agent id %q is registered by another tenant or bound to its API key; only that tenant can use it — choose another agent id", e.ID)
+	case memory.CodeRenameTaken:
+		return fmt.Sprintf("agent id %q is already registered; cannot rename %q to it", e.ID, e.Other)
+	case memory.CodeBadValue:
+		if e.Field != "" {
+			return arg + " " + e.Detail
+		}
+	}
+	// The rest name no argument (a delegation or trust session not found);
+	// memory's own words say it.
+	return e.Error()
 }
 
 // internal logs err under a fresh reference and returns the error the

@@ -545,7 +545,7 @@ func (h *Handlers) embedQuery(ctx context.Context, q *memory.SearchQuery) error 
 	}
 	if h.embedder == nil {
 		if q.Mode == memory.SearchSemantic {
-			return argErrorf(`searchType "semantic" needs an embedder, and this server has none: start it with --embedder-url and --embedder-model, or use searchType "hybrid" (word ranking)`)
+			return &argError{msg: msgNoEmbedder}
 		}
 		return nil
 	}
