@@ -84,3 +84,27 @@ func TestDialectRule(t *testing.T) {
 		t.Errorf("checked %d files, want the package's sources", checked)
 	}
 }
+
+// TestNumberPlaceholders: PostgreSQL's bind numbers the ? placeholders in
+// order and leaves quoted text alone.
+func TestNumberPlaceholders(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+	}{
+		{"none", "SELECT 1", "SELECT 1"},
+		{"in order", "SELECT ? WHERE a = ? AND b = ?", "SELECT $1 WHERE a = $2 AND b = $3"},
+		{"single quotes", "SELECT '?' , ?", "SELECT '?' , $1"},
+		{"double quotes", `SELECT "a?b", ?`, `SELECT "a?b", $1`},
+		{"dialect snippet", "SELECT value FROM " + newPostgresDialect().textArray, "SELECT value FROM jsonb_array_elements_text($1::jsonb)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := numberPlaceholders(tc.in); got != tc.want {
+				t.Errorf("numberPlaceholders(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			if got := sqliteDialect.bind(tc.in); got != tc.in {
+				t.Errorf("sqliteDialect.bind(%q) = %q, want it unchanged", tc.in, got)
+			}
+		})
+	}
+}
