@@ -120,7 +120,7 @@ func (s *Store) writeChanges() {
 	list, _ := json.Marshal(rows) // strings: cannot fail
 	err := s.write(context.Background(), func(t *txn) error {
 		if _, err := t.exec(`INSERT INTO changes (tenant_id, kind, origin, at)
-			SELECT value->>0, value->>1, ?, ? FROM json_each(?)`, sc.origin, t.now, string(list)); err != nil {
+			SELECT value->>0, value->>1, ?, ? FROM `+t.s.d.jsonArray+``, sc.origin, t.now, string(list)); err != nil {
 			return err
 		}
 		if !prune {

@@ -170,7 +170,7 @@ func insertEntities(t *txn, tenant string, es []Entity) (map[int]int64, error) {
 		return nil, err
 	}
 	res, err := t.query(`INSERT INTO entities (tenant_id, name, entity_type, aliases, metadata, created_at, updated_at)
-		SELECT ?, value->>'n', value->>'t', value->>'a', value->>'m', ?, ? FROM json_each(?) WHERE true
+		SELECT ?, value->>'n', value->>'t', value->>'a', value->>'m', ?, ? FROM `+t.s.d.jsonArray+` WHERE true
 		ON CONFLICT (tenant_id, name) DO NOTHING RETURNING id, name`, tenant, t.now, t.now, string(list))
 	if err != nil {
 		return nil, err
@@ -227,7 +227,7 @@ func insertObservations(t *txn, tenant string, items []entityObservations) ([][]
 		return nil, err
 	}
 	res, err := t.query(`INSERT INTO observations (tenant_id, entity_id, content, created_at)
-		SELECT ?, CAST(value->>0 AS BIGINT), value->>1, ? FROM json_each(?) WHERE true
+		SELECT ?, CAST(value->>0 AS BIGINT), value->>1, ? FROM `+t.s.d.jsonArray+` WHERE true
 		ON CONFLICT (tenant_id, entity_id, content) DO NOTHING RETURNING entity_id, content`, tenant, t.now, string(list))
 	if err != nil {
 		return nil, err
@@ -375,7 +375,7 @@ func (s *Store) DeleteEntities(ctx context.Context, names []string) error {
 		return err
 	}
 	return s.write(ctx, func(t *txn) error {
-		rows, err := t.query(`DELETE FROM entities WHERE tenant_id = ? AND name IN (SELECT value FROM json_each(?)) RETURNING id`, tenant, string(list))
+		rows, err := t.query(`DELETE FROM entities WHERE tenant_id = ? AND name IN (SELECT value FROM `+t.s.d.textArray+`) RETURNING id`, tenant, string(list))
 		ids, err := collect(rows, err, scanOne[int64])
 		if err != nil {
 			return err
@@ -400,7 +400,7 @@ func (s *Store) DeleteObservations(ctx context.Context, dels []ObservationDeleti
 			}
 			res, err := t.exec(`DELETE FROM observations WHERE tenant_id = ?
 				AND entity_id = (SELECT id FROM entities WHERE tenant_id = ? AND name = ?)
-				AND content IN (SELECT value FROM json_each(?))`, tenant, tenant, d.EntityName, string(list))
+				AND content IN (SELECT value FROM `+t.s.d.textArray+`)`, tenant, tenant, d.EntityName, string(list))
 			if err != nil {
 				return err
 			}
@@ -474,7 +474,7 @@ func (s *Store) ReadGraph(ctx context.Context, page Page) (Graph, error) {
 		}
 		defer rels.Close()
 		nextRel := relRows(rels)
-		if s.pg != nil {
+		if s.d.oneQueryPerConn {
 			// A PostgreSQL connection runs one query at a time: read the
 			// page's relations before streaming its entities.
 			nextRel, err = buffered(nextRel)
@@ -807,12 +807,8 @@ func (s *Store) substringCandidates(t *txn, tenant, query string) (*sql.Rows, er
 	if err != nil || q == "" {
 		return nil, err
 	}
-	if s.pg != nil {
-		// The rows a plan reads must be the tenant's only: every index
-		// on these tables leads with tenant_id, so only a sequential scan
-		// reads other tenants' rows, and the planner picks one for small
-		// tables.
-		if _, err := t.exec(`SET LOCAL enable_seqscan = off`); err != nil {
+	if q := s.d.substringSetup; q != "" {
+		if _, err := t.exec(q); err != nil {
 			return nil, err
 		}
 	}
@@ -828,7 +824,7 @@ func (s *Store) substringQuery(t *txn, tenant, query string) (string, []any, err
 	const cols = `SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content`
 	const scan = cols + ` FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
 		WHERE e.tenant_id = ? ORDER BY e.id, o.id`
-	if s.pg != nil {
+	if s.d.trigramILIKE {
 		if strings.ContainsRune(query, 0) {
 			return "", nil, nil // PostgreSQL text cannot hold NUL
 		}
@@ -1022,7 +1018,7 @@ func (s *Store) OpenNodes(ctx context.Context, names []string, page Page) (Graph
 	err = s.read(ctx, func(t *txn) error {
 		g = Graph{Entities: []Entity{}}
 		rows, err := t.query(`SELECT e.id, e.name, e.entity_type, e.created_at, e.updated_at, o.content
-			FROM (SELECT DISTINCT value FROM json_each(?)) n
+			FROM (SELECT DISTINCT value FROM `+t.s.d.textArray+`) n
 			CROSS JOIN entities e
 			LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
 			WHERE e.tenant_id = ? AND e.name = n.value
@@ -1068,7 +1064,7 @@ func relationsTouching(t *txn, tenant string, ids []int64) ([]relEnds, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows, err := t.query(`WITH ids(id) AS (SELECT CAST(value AS BIGINT) FROM json_each(?)),
+	rows, err := t.query(`WITH ids(id) AS (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`),
 		touching(id) AS (
 			SELECT r.id FROM ids CROSS JOIN relations r WHERE r.tenant_id = ? AND r.from_id = ids.id
 			UNION

@@ -96,11 +96,11 @@ func (c *collab) invalidate(tenant, agent string) {
 // notification. On SQLite the process is alone and there is nothing to
 // send.
 func agentChanged(t *txn, tenant, agent string) error {
-	if t.s.pg == nil {
+	if t.s.d.notifySQL == "" {
 		return nil
 	}
 	b, _ := json.Marshal(change{Kind: changeAgent, Tenant: tenant, Agent: agent, Origin: t.s.pg.origin}) // strings only: cannot fail
-	_, err := t.exec(`SELECT pg_notify(?, ?)`, notifyChannel, string(b))
+	_, err := t.exec(t.s.d.notifySQL, notifyChannel, string(b))
 	return err
 }
 
@@ -108,7 +108,7 @@ func agentChanged(t *txn, tenant, agent string) error {
 // always on SQLite; on PostgreSQL only while this replica's change
 // listener is connected, since invalidations from other replicas arrive
 // through it.
-func (s *Store) agentCachesLive() bool { return s.pg == nil || s.feed.live.Load() }
+func (s *Store) agentCachesLive() bool { return s.d.notifySQL == "" || s.feed.live.Load() }
 
 // Learning is one lesson an agent recorded.
 type Learning struct {
@@ -338,7 +338,7 @@ func (s *Store) SetPreferences(ctx context.Context, agent string, patch map[stri
 	var merged string
 	err = s.write(ctx, func(t *txn) error {
 		now := t.now
-		if s.pg != nil {
+		if !s.d.jsonPatch {
 			// PostgreSQL has no json_patch: merge here, reading the row under
 			// the tenant's write lock, which every writer of it holds.
 			cur, err := preferencesJSON(t, tenant, agent)

@@ -274,7 +274,7 @@ func indexNewDocs(t *txn, tenant string, docs []entityDoc) error {
 	dj, _ := json.Marshal(drows)
 	if _, err := t.exec(`INSERT INTO search_docs (tenant_id, entity_id, terms, len_name, len_type, len_alias, len_obs)
 		SELECT ?, CAST(value->>'i' AS BIGINT), value->>'t', CAST(value->>'n' AS BIGINT), CAST(value->>'y' AS BIGINT),
-			CAST(value->>'a' AS BIGINT), CAST(value->>'o' AS BIGINT) FROM json_each(?)`, tenant, string(dj)); err != nil {
+			CAST(value->>'a' AS BIGINT), CAST(value->>'o' AS BIGINT) FROM `+t.s.d.jsonArray+``, tenant, string(dj)); err != nil {
 		return err
 	}
 	for len(prows) > 0 {
@@ -332,7 +332,7 @@ func reindexEntities(t *txn, tenant string, ids []int64) error {
 	}
 	list, _ := json.Marshal(ids)
 	rows, err := t.query(`SELECT entity_id, terms, len_name, len_type, len_alias, len_obs FROM search_docs
-		WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))`, tenant, string(list))
+		WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`)`, tenant, string(list))
 	if err != nil {
 		return err
 	}
@@ -374,11 +374,11 @@ func reindexEntities(t *txn, tenant string, ids []int64) error {
 		if len(old) > 0 {
 			oj, _ := json.Marshal(old)
 			if _, err := t.exec(`DELETE FROM search_postings WHERE tenant_id = ?
-				AND (term, entity_id) IN (SELECT value->>0, CAST(value->>1 AS BIGINT) FROM json_each(?))`, tenant, string(oj)); err != nil {
+				AND (term, entity_id) IN (SELECT value->>0, CAST(value->>1 AS BIGINT) FROM `+t.s.d.jsonArray+`)`, tenant, string(oj)); err != nil {
 				return err
 			}
 		}
-		if _, err := t.exec(`DELETE FROM search_docs WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))`,
+		if _, err := t.exec(`DELETE FROM search_docs WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`)`,
 			tenant, string(list)); err != nil {
 			return err
 		}
@@ -404,7 +404,7 @@ func loadDocs(t *txn, tenant, list string) ([]entityDoc, error) {
 	byID := map[int64]*ent{}
 	var order []int64
 	rows, err := t.query(`SELECT id, name, entity_type, aliases FROM entities
-		WHERE tenant_id = ? AND id IN (SELECT CAST(value AS BIGINT) FROM json_each(?)) ORDER BY id`, tenant, list)
+		WHERE tenant_id = ? AND id IN (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`) ORDER BY id`, tenant, list)
 	if err != nil {
 		return nil, err
 	}
@@ -435,7 +435,7 @@ func loadDocs(t *txn, tenant, list string) ([]entityDoc, error) {
 		return nil, nil
 	}
 	obs, err := t.query(`SELECT entity_id, content FROM observations
-		WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM json_each(?)) ORDER BY entity_id, id`, tenant, list)
+		WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`) ORDER BY entity_id, id`, tenant, list)
 	if err != nil {
 		return nil, err
 	}
@@ -585,7 +585,7 @@ func loadPostings(t *txn, tenant string, version int64, terms []string, base int
 func readPostings(t *txn, tenant string, terms []string) (map[string][]cachedPosting, error) {
 	list, _ := json.Marshal(terms)
 	rows, err := t.query(`SELECT term, entity_id, tf_name, tf_type, tf_alias, tf_obs, len_name, len_type, len_alias, len_obs
-		FROM search_postings WHERE tenant_id = ? AND term IN (SELECT value FROM json_each(?))`, tenant, string(list))
+		FROM search_postings WHERE tenant_id = ? AND term IN (SELECT value FROM `+t.s.d.textArray+`)`, tenant, string(list))
 	if err != nil {
 		return nil, err
 	}

@@ -331,7 +331,7 @@ func (s *Store) MarkMessagesRead(ctx context.Context, agent string, ids []string
 		} else {
 			list, _ := json.Marshal(ids)
 			res, err = t.exec(`UPDATE messages SET read_at = ? WHERE tenant_id = ? AND to_agent = ? AND read_at IS NULL
-				AND id IN (SELECT value FROM json_each(?))`, t.now, tenant, agent, string(list))
+				AND id IN (SELECT value FROM `+t.s.d.textArray+`)`, t.now, tenant, agent, string(list))
 		}
 		if err != nil {
 			return err

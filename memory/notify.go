@@ -74,7 +74,7 @@ func (s *Store) Publish(ctx context.Context, kind string) error {
 }
 
 func (s *Store) publish(ctx context.Context, c change) error {
-	if s.pg == nil {
+	if s.d.notifySQL == "" {
 		s.deliver(c)
 		if c.Kind != ChangeGraph {
 			// per-agent cache drops stay in this process
@@ -84,7 +84,7 @@ func (s *Store) publish(ctx context.Context, c change) error {
 		return nil
 	}
 	b, _ := json.Marshal(c) // three strings: cannot fail
-	_, err := s.w.ExecContext(ctx, `SELECT pg_notify($1, $2)`, notifyChannel, string(b))
+	_, err := s.w.ExecContext(ctx, s.sqlFor(s.d.notifySQL), notifyChannel, string(b))
 	return err
 }
 

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -14,12 +12,9 @@ import (
 )
 
 // pgBackend is what a PostgreSQL Store holds beyond database/sql: the pgx
-// pool under it and the statements already rebound to its dialect.
+// pool under it and its change listener.
 type pgBackend struct {
 	pool *pgxpool.Pool
-	// rebound maps a statement as written (SQLite dialect, ? placeholders)
-	// to its PostgreSQL text; the package has a fixed set of statements.
-	rebound sync.Map
 	// stopListener ends the change listener (notify.go) and waits for it.
 	stopListener func()
 	// origin tells this Store's change events from other replicas'.
@@ -62,7 +57,9 @@ func openPostgres(ctx context.Context, dbURL string, opts Options) (*Store, erro
 	db := stdlib.OpenDBFromPool(pool)
 	// Writes take at most half the pool, so reads always find connections.
 	s := &Store{path: redactURL(dbURL), w: db, r: db, now: opts.Now, collab: collab, pg: &pgBackend{pool: pool, origin: newUUID()},
+		d:    newPostgresDialect(),
 		gate: newWriteGate(int(pool.Config().MaxConns) / 2), postings: newPostingsCache()}
+	s.closeEngine = s.pg.close
 	if err := s.migratePostgres(ctx); err != nil {
 		s.Close()
 		return nil, err
@@ -111,10 +108,10 @@ func (s *Store) migratePostgres(ctx context.Context) error {
 		return fmt.Errorf("connect postgres: %w", err)
 	}
 	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, migrationLockKey); err != nil {
+	if _, err := conn.ExecContext(ctx, s.sqlFor(`SELECT pg_advisory_lock(hashtextextended(?, 0))`), migrationLockKey); err != nil {
 		return fmt.Errorf("migration lock: %w", err)
 	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, migrationLockKey)
+	defer conn.ExecContext(context.WithoutCancel(ctx), s.sqlFor(`SELECT pg_advisory_unlock(hashtextextended(?, 0))`), migrationLockKey)
 	return s.migrate(ctx, conn, "migrations/postgres")
 }
 
@@ -125,50 +122,4 @@ func redactURL(u string) string {
 		return "postgres://(unparsable URL)"
 	}
 	return p.Redacted()
-}
-
-// rebind is query in PostgreSQL's dialect: ? placeholders become $1, $2, …
-// (outside quoted text), and SQLite's json_each over a JSON array becomes
-// jsonb_array_elements — of text values, unless the statement reads fields
-// of the elements with ->>.
-func (b *pgBackend) rebind(query string) string {
-	if v, ok := b.rebound.Load(query); ok {
-		return v.(string)
-	}
-	out := rebindPostgres(query)
-	b.rebound.Store(query, out)
-	return out
-}
-
-func rebindPostgres(query string) string {
-	q := query
-	if strings.Contains(q, "json_each(?)") {
-		fn := "jsonb_array_elements_text(?::jsonb)"
-		if strings.Contains(q, "value->>") {
-			fn = "jsonb_array_elements(?::jsonb)"
-		}
-		q = strings.ReplaceAll(q, "json_each(?)", fn)
-	}
-	var b strings.Builder
-	b.Grow(len(q) + 16)
-	n := 0
-	var quote byte
-	for i := 0; i < len(q); i++ {
-		c := q[i]
-		switch {
-		case quote != 0:
-			if c == quote {
-				quote = 0
-			}
-		case c == '\'' || c == '"':
-			quote = c
-		case c == '?':
-			n++
-			b.WriteByte('$')
-			b.WriteString(strconv.Itoa(n))
-			continue
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
 }

@@ -203,7 +203,7 @@ func fillUpdated(t *txn, tenant string, rs []rankedID) error {
 		ids[i] = r.id
 	}
 	list, _ := json.Marshal(ids)
-	rows, err := t.query(`SELECT id, updated_at FROM entities WHERE tenant_id = ? AND id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))`,
+	rows, err := t.query(`SELECT id, updated_at FROM entities WHERE tenant_id = ? AND id IN (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`)`,
 		tenant, string(list))
 	if err != nil {
 		return err
@@ -276,7 +276,7 @@ func loadHits(t *txn, tenant string, page []rankedID) ([]SearchHit, error) {
 	list, _ := json.Marshal(ids)
 	rows, err := t.query(`SELECT e.id, e.name, e.entity_type, e.aliases, e.metadata, e.created_at, e.updated_at, o.content
 		FROM entities e LEFT JOIN observations o ON o.tenant_id = e.tenant_id AND o.entity_id = e.id
-		WHERE e.tenant_id = ? AND e.id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))
+		WHERE e.tenant_id = ? AND e.id IN (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`)
 		ORDER BY e.id, o.id`, tenant, string(list))
 	if err != nil {
 		return nil, err

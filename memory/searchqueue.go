@@ -58,7 +58,7 @@ func flushSearchQueue(t *txn) error {
 		return err
 	}
 	if _, err := t.exec(`INSERT INTO search_queue (tenant_id, entity_id)
-		SELECT ?, CAST(value AS BIGINT) FROM json_each(?) WHERE true
+		SELECT ?, CAST(value AS BIGINT) FROM `+t.s.d.textArray+` WHERE true
 		ON CONFLICT (tenant_id, entity_id) DO NOTHING`, t.searchTenant, string(list)); err != nil {
 		return fmt.Errorf("queue for the word index: %w", err)
 	}
@@ -101,7 +101,7 @@ func (s *Store) indexQueued(ctx context.Context, tenant string) error {
 				return err
 			}
 			list, _ := json.Marshal(ids)
-			_, err = t.exec(`DELETE FROM search_queue WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM json_each(?))`,
+			_, err = t.exec(`DELETE FROM search_queue WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`)`,
 				tenant, string(list))
 			return err
 		})

@@ -87,7 +87,7 @@ func flushEmbedQueue(t *txn) error {
 		return err
 	}
 	_, err = t.exec(`INSERT INTO embed_queue (tenant_id, entity_id, queued_at, gen)
-		SELECT ?, CAST(value AS BIGINT), ?, 1 FROM json_each(?) WHERE true
+		SELECT ?, CAST(value AS BIGINT), ?, 1 FROM `+t.s.d.textArray+` WHERE true
 		ON CONFLICT (tenant_id, entity_id) DO UPDATE SET gen = embed_queue.gen + 1`, t.embedTenant, t.now, string(list))
 	if err != nil {
 		return fmt.Errorf("queue embedding: %w", err)
@@ -223,7 +223,7 @@ func (s *Store) claimJobs(ctx context.Context, tenant string, n int) ([]embedJob
 		}
 		list, _ := json.Marshal(ids)
 		obs, err := t.query(`SELECT entity_id, content FROM observations
-			WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM json_each(?)) ORDER BY entity_id, id`, tenant, string(list))
+			WHERE tenant_id = ? AND entity_id IN (SELECT CAST(value AS BIGINT) FROM `+t.s.d.textArray+`) ORDER BY entity_id, id`, tenant, string(list))
 		if err != nil {
 			return err
 		}

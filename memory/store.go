@@ -73,9 +73,12 @@ type Store struct {
 	w    *sql.DB // SQLite: single writer connection, IMMEDIATE transactions; PostgreSQL: the pool
 	r    *sql.DB // SQLite: reader pool; PostgreSQL: the same pool as w
 	now  func() time.Time
-	// pg is set for PostgreSQL: statements are rebound to $n placeholders
-	// and every write transaction takes its tenant's advisory lock.
+	// d is the engine's dialect (dialect.go), chosen at Open.
+	d *dialect
+	// pg is the PostgreSQL pool and change listener; nil on SQLite.
 	pg *pgBackend
+	// closeEngine releases what Open acquired for the engine.
+	closeEngine func() error
 	// feed delivers change events (notify.go).
 	feed changeFeed
 	// sqliteChanges carries change events between processes on one
@@ -256,10 +259,10 @@ func (t *txn) queryRow(query string, args ...any) *sql.Row {
 // advisory lock. On SQLite the single writer already serializes every
 // write, so it does nothing.
 func (t *txn) lock(key string) error {
-	if t.s.pg == nil || t.locked[key] {
+	if t.s.d.lockSQL == "" || t.locked[key] {
 		return nil
 	}
-	if _, err := t.tx.ExecContext(t.ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, key); err != nil {
+	if _, err := t.tx.ExecContext(t.ctx, t.s.sqlFor(t.s.d.lockSQL), key); err != nil {
 		return err
 	}
 	if t.locked == nil {
@@ -275,15 +278,12 @@ func (t *txn) lock(key string) error {
 var mutateSQL func(string) string
 
 // sqlFor is query as the engine runs it: with the test mutation applied,
-// then rebound to PostgreSQL's dialect on PostgreSQL.
+// then bound by the dialect.
 func (s *Store) sqlFor(query string) string {
 	if mutateSQL != nil {
 		query = mutateSQL(query)
 	}
-	if s.pg != nil {
-		return s.pg.rebind(query)
-	}
-	return query
+	return s.d.bind(query)
 }
 
 // DefaultPath returns $XDG_DATA_HOME/nexus-mcp/nexus.db, falling back to
@@ -381,9 +381,10 @@ func openSQLite(ctx context.Context, path string, opts Options) (*Store, error) 
 	r.SetConnMaxIdleTime(0)
 	r.SetConnMaxLifetime(0)
 
-	s := &Store{path: path, w: w, r: r, now: opts.Now, collab: collab, gate: newWriteGate(1),
+	s := &Store{path: path, w: w, r: r, now: opts.Now, collab: collab, gate: newWriteGate(1), d: sqliteDialect,
 		sqliteChanges: newSQLiteChanges(opts.logger()), postings: newPostingsCache()}
 	s.wStmts.db, s.rStmts.db = w, r
+	s.closeEngine = s.closeSQLite
 	s.trigramDF, _ = lru.New[string, int](1 << 16) // New fails only for a size <= 0
 	if err := s.checkWAL(ctx); err != nil {
 		s.Close()
@@ -413,9 +414,11 @@ func (s *Store) Close() error {
 	s.stopSearchIndexer()
 	s.stopFTSMerger()
 	s.stopChangeWriter()
-	if s.pg != nil {
-		return s.pg.close()
-	}
+	return s.closeEngine()
+}
+
+// closeSQLite checkpoints and closes both pools.
+func (s *Store) closeSQLite() error {
 	ckptErr := s.stopCheckpointer()
 	s.wStmts.close()
 	s.rStmts.close()
@@ -427,12 +430,7 @@ func (s *Store) Close() error {
 func (s *Store) Location() string { return s.path }
 
 // Backend is "sqlite" or "postgres".
-func (s *Store) Backend() string {
-	if s.pg != nil {
-		return "postgres"
-	}
-	return "sqlite"
-}
+func (s *Store) Backend() string { return s.d.name }
 
 func (s *Store) checkWAL(ctx context.Context) error {
 	var mode string
@@ -449,12 +447,8 @@ func (s *Store) checkWAL(ctx context.Context) error {
 // SQLite, migrations/postgres/ for PostgreSQL) in order, each in its own
 // transaction, recording them in schema_migrations.
 func (s *Store) migrate(ctx context.Context, db execer, dir string) error {
-	strict := " STRICT"
-	if s.pg != nil {
-		strict = ""
-	}
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`+strict); err != nil {
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`+s.d.strict); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
 	names, err := fs.Glob(migrationFS, dir+"/*.sql")
@@ -524,26 +518,20 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	}
 	defer s.gate.release(tenant)
 	s.wStmts.warm(ctx)
-	var opts *sql.TxOptions
-	if s.pg != nil {
-		// READ COMMITTED whatever the server's default: a statement after
-		// the tenant lock must see what the previous lock holder committed.
-		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
-	}
-	tx, err := s.w.BeginTx(ctx, opts)
+	tx, err := s.w.BeginTx(ctx, s.d.writeTx)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	t := &txn{ctx: ctx, tx: tx, s: s, cache: &s.wStmts, now: s.stamp(), audit: noteFromContext(ctx)}
-	if s.pg != nil {
-		// Writes of one tenant are serialized across replicas, as the single
-		// writer serializes them on SQLite; writes without a tenant (admin)
-		// share one key.
-		t.cache = nil
-		if err := t.lock(tenantLockKey(tenant)); err != nil {
-			return fmt.Errorf("lock: %w", err)
-		}
+	t := &txn{ctx: ctx, tx: tx, s: s, now: s.stamp(), audit: noteFromContext(ctx)}
+	if s.d.cacheStmts {
+		t.cache = &s.wStmts
+	}
+	// Writes of one tenant are serialized across replicas, as the single
+	// writer serializes them on SQLite; writes without a tenant (admin)
+	// share one key.
+	if err := t.lock(tenantLockKey(tenant)); err != nil {
+		return fmt.Errorf("lock: %w", err)
 	}
 	if err := fn(t); err != nil {
 		return err
@@ -579,12 +567,11 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 // read sees one snapshot.
 func (s *Store) read(ctx context.Context, fn func(t *txn) error) error {
 	s.rStmts.warm(ctx)
-	opts := (*sql.TxOptions)(nil)
-	cache := &s.rStmts
-	if s.pg != nil {
-		opts, cache = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}, nil
+	var cache *stmtCache
+	if s.d.cacheStmts {
+		cache = &s.rStmts
 	}
-	tx, err := s.r.BeginTx(ctx, opts)
+	tx, err := s.r.BeginTx(ctx, s.d.readTx)
 	if err != nil {
 		return fmt.Errorf("begin read: %w", err)
 	}
