@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -36,7 +37,7 @@ type sqliteChanges struct {
 	done chan struct{} // closed when the change writer returns
 
 	mu       sync.Mutex
-	pending  map[change]bool // published here, not yet in the table
+	pending  []change // published here, not yet in the table; in order, each once
 	appended int
 	watchers int
 	cancel   context.CancelFunc
@@ -57,10 +58,9 @@ func newSQLiteChanges(log *slog.Logger) *sqliteChanges {
 func (s *Store) appendChange(c change) {
 	sc := s.sqliteChanges
 	sc.mu.Lock()
-	if sc.pending == nil {
-		sc.pending = map[change]bool{}
+	if !slices.Contains(sc.pending, c) {
+		sc.pending = append(sc.pending, c)
 	}
-	sc.pending[c] = true
 	sc.mu.Unlock()
 	select {
 	case sc.kick <- struct{}{}:
@@ -114,7 +114,7 @@ func (s *Store) writeChanges() {
 		return
 	}
 	rows := make([][2]string, 0, len(pending))
-	for c := range pending {
+	for _, c := range pending {
 		rows = append(rows, [2]string{c.Tenant, c.Kind})
 	}
 	list, _ := json.Marshal(rows) // strings: cannot fail
