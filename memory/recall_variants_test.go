@@ -83,6 +83,9 @@ type rankVariant struct {
 	// common, commonW: a term in more than a common share of the
 	// documents counts commonW times.
 	common, commonW float64
+	// mu > 0 ranks by query likelihood with Dirichlet smoothing instead
+	// (the entities holding at least one query term).
+	mu float64
 }
 
 func baseVariant() rankVariant {
@@ -119,6 +122,12 @@ func recallVariants() []rankVariant {
 			v.name = fmt.Sprintf("common>%.2f×%.1f", c, w)
 			vs = append(vs, v)
 		}
+	}
+	for _, mu := range []float64{10, 50, 200, 1000} {
+		v := baseVariant()
+		v.mu = mu
+		v.name = fmt.Sprintf("ql-dirichlet,mu=%.0f", mu)
+		vs = append(vs, v)
 	}
 	for _, p := range []float64{0.5, 1.5, 2} {
 		v := baseVariant()
@@ -240,6 +249,9 @@ func loadVariantConv(path string) (variantConv, error) {
 
 // score is the BM25F score of doc i for terms with weights.
 func (c *variantConv) score(v rankVariant, terms []string, weights []float64) map[int]float64 {
+	if v.mu > 0 {
+		return c.scoreQL(v, terms, weights)
+	}
 	n := float64(len(c.docs))
 	out := map[int]float64{}
 	for j, term := range terms {
@@ -335,6 +347,52 @@ func (c *variantConv) rank(q string, v rankVariant) []string {
 	out := make([]string, len(top))
 	for i, d := range top {
 		out[i] = c.names[d]
+	}
+	return out
+}
+
+// scoreQL is query likelihood with Dirichlet smoothing (Zhai and
+// Lafferty, 2001) over all fields as one text.
+func (c *variantConv) scoreQL(v rankVariant, terms []string, weights []float64) map[int]float64 {
+	var total float64
+	for _, d := range c.docs {
+		for f := range numFields {
+			total += float64(d.len[f])
+		}
+	}
+	out := map[int]float64{}
+	for _, term := range terms {
+		for _, i := range c.postings[term] {
+			out[i] = 0
+		}
+	}
+	for j, term := range terms {
+		var ctf float64
+		for _, i := range c.postings[term] {
+			for f := range numFields {
+				ctf += float64(c.docs[i].tf[term][f])
+			}
+		}
+		if ctf == 0 {
+			continue
+		}
+		pc := ctf / total
+		for i := range out {
+			d := c.docs[i]
+			var tf, l float64
+			if cnt := d.tf[term]; cnt != nil {
+				for f := range numFields {
+					tf += float64(cnt[f])
+				}
+			}
+			for f := range numFields {
+				l += float64(d.len[f])
+			}
+			out[i] += weights[j] * math.Log((tf+v.mu*pc)/(l+v.mu)/pc)
+		}
+	}
+	for i := range out {
+		out[i] += 100 // positive, for RM3's weights
 	}
 	return out
 }
