@@ -88,7 +88,7 @@ func TestAccessLog(t *testing.T) {
 		}
 
 		c, _ := mcpGoClient(t, base+"/mcp", bearer(key), true)
-		mcpGoCall(t, c, "read_graph", map[string]any{})
+		callTool(t, c, "read_graph", map[string]any{})
 		toolLine := waitLine(t, log, "the tool call", func(m map[string]any) bool { return m["msg"] == "tool call" && m["tool"] == "read_graph" })
 		if toolLine["level"] != "INFO" || toolLine["outcome"] != "ok" || toolLine["tenant"] != wantTenant || toolLine["duration_ms"] == nil {
 			t.Errorf("tool call line = %v, want INFO, outcome ok, tenant %q, a duration", toolLine, wantTenant)

@@ -218,7 +218,7 @@ func TestHTTPToolsetsBothEras(t *testing.T) {
 			if want := []string{"open_nodes", "read_graph", "search_nodes"}; !slices.Equal(names, want) {
 				t.Errorf("tools/list = %v, want %v", names, want)
 			}
-			if res := mcpGoCall(t, c, "read_graph", map[string]any{}); res.IsError {
+			if res := callTool(t, c, "read_graph", map[string]any{}); res.IsError {
 				t.Errorf("read_graph: %v", res.Content)
 			}
 			for _, tool := range []string{"create_entities", "get_audit_log"} {

@@ -222,21 +222,6 @@ func mcpGoClient(tb testing.TB, url string, headers map[string]string, legacy bo
 	return c, tr
 }
 
-// mcpGoCall calls a tool and fails on a protocol error.
-func mcpGoCall(tb testing.TB, c *client.Client, name string, args any) *mcp.CallToolResult {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var req mcp.CallToolRequest
-	req.Params.Name = name
-	req.Params.Arguments = args
-	res, err := c.CallTool(ctx, req)
-	if err != nil {
-		tb.Fatalf("%s: %v", name, err)
-	}
-	return res
-}
-
 // resultText joins the text content of a result.
 func resultText(res *mcp.CallToolResult) string {
 	var b strings.Builder
@@ -448,7 +433,7 @@ func mcpGoCaller(tb testing.TB, c *client.Client) toolCaller {
 			return names
 		},
 		call: func(name string, args map[string]any) (string, bool) {
-			res := mcpGoCall(tb, c, name, args)
+			res := callTool(tb, c, name, args)
 			return resultText(res), res.IsError
 		},
 	}
@@ -599,7 +584,7 @@ func TestHTTPTenantIsolation(t *testing.T) {
 	cB, _ := mcpGoClient(t, e.url, hdrB, false)
 
 	secret := canary()
-	if res := mcpGoCall(t, cA, "create_entities", entityArgs(secret)); res.IsError {
+	if res := callTool(t, cA, "create_entities", entityArgs(secret)); res.IsError {
 		t.Fatalf("A create: %s", resultText(res))
 	}
 	leaks := 0
@@ -611,7 +596,7 @@ func TestHTTPTenantIsolation(t *testing.T) {
 		{"search_nodes", map[string]any{"query": secret}},
 		{"open_nodes", map[string]any{"names": []any{secret}}},
 	} {
-		text := resultText(mcpGoCall(t, cB, call.tool, call.args))
+		text := resultText(callTool(t, cB, call.tool, call.args))
 		if strings.Contains(text, secret) {
 			leaks++
 			t.Errorf("B %s = %q, contains A's %s", call.tool, text, secret)
@@ -636,12 +621,12 @@ func TestHTTPTenantIsolation(t *testing.T) {
 	// A tool argument naming A: refused, nothing written anywhere.
 	spoof := entityArgs("spoofed-" + secret)
 	spoof["tenant_id"] = "tenant-a"
-	res := mcpGoCall(t, cB, "create_entities", spoof)
+	res := callTool(t, cB, "create_entities", spoof)
 	if !res.IsError || resultText(res) != "forbidden: tenant mismatch" {
 		t.Errorf("B create_entities with tenant_id A = %q (isError %v), want isError \"forbidden: tenant mismatch\"", resultText(res), res.IsError)
 	}
-	gotA := graphNames(t, resultText(mcpGoCall(t, cA, "read_graph", map[string]any{})))
-	gotB := graphNames(t, resultText(mcpGoCall(t, cB, "read_graph", map[string]any{})))
+	gotA := graphNames(t, resultText(callTool(t, cA, "read_graph", map[string]any{})))
+	gotB := graphNames(t, resultText(callTool(t, cB, "read_graph", map[string]any{})))
 	if !reflect.DeepEqual(gotA, []string{secret}) || len(gotB) != 0 {
 		t.Errorf("after the spoof: A has %v, B has %v; want [%s] and []", gotA, gotB, secret)
 	}
@@ -657,7 +642,7 @@ func TestHTTPKeysNotStoredInPlaintext(t *testing.T) {
 		keys = append(keys, e.newKey(t, memory.NewKey{TenantID: "keys", UserID: fmt.Sprintf("u%d", i)}))
 	}
 	c, _ := mcpGoClient(t, e.url, bearer(keys[7]), false)
-	mcpGoCall(t, c, "create_entities", entityArgs("keys-entity"))
+	callTool(t, c, "create_entities", entityArgs("keys-entity"))
 
 	var blobs [][]byte
 	for _, p := range []string{e.db, e.db + "-wal", e.db + "-shm"} {
@@ -730,7 +715,7 @@ func TestHTTPSessionBinding(t *testing.T) {
 		})
 	}
 	// A's session still works through its own client.
-	mcpGoCall(t, cA, "read_graph", map[string]any{})
+	callTool(t, cA, "read_graph", map[string]any{})
 	t.Logf("metric session_crossuse_accepted=%d", accepted)
 
 	t.Run("idle expiry", func(t *testing.T) {
@@ -842,7 +827,7 @@ func TestHTTPBodyLimit(t *testing.T) {
 		t.Errorf("small body = %d %q, want 200", r.status, r.body)
 	}
 	c, _ := mcpGoClient(t, e.url, bearer(key), false)
-	if got := graphNames(t, resultText(mcpGoCall(t, c, "read_graph", map[string]any{}))); !reflect.DeepEqual(got, []string{"small"}) {
+	if got := graphNames(t, resultText(callTool(t, c, "read_graph", map[string]any{}))); !reflect.DeepEqual(got, []string{"small"}) {
 		t.Errorf("stored entities = %v, want [small]", got)
 	}
 	t.Logf("metric oversize_accepted=%d", oversize)
@@ -1022,7 +1007,7 @@ func TestHTTPConcurrentWrites(t *testing.T) {
 		busy.Add(1)
 	}
 	c, _ := mcpGoClient(t, e.url, bearer(key), false)
-	names := graphNames(t, resultText(mcpGoCall(t, c, "read_graph", map[string]any{})))
+	names := graphNames(t, resultText(callTool(t, c, "read_graph", map[string]any{})))
 	lost := clients*perClient - len(slices.Compact(names))
 	if failed.Load() != 0 || busy.Load() != 0 || lost != 0 {
 		t.Errorf("failed %d, busy %d, lost %d of %d writes", failed.Load(), busy.Load(), lost, clients*perClient)
@@ -1070,7 +1055,7 @@ func TestStdioHTTPSameRequestContext(t *testing.T) {
 			key := e.newKey(t, tc.key)
 
 			c, _ := mcpGoClient(t, e.url, bearer(key), false)
-			mcpGoCall(t, c, "read_graph", map[string]any{})
+			callTool(t, c, "read_graph", map[string]any{})
 			overHTTP := rec.last(t)
 
 			t.Setenv("NEXUS_API_KEY", key)
@@ -1113,7 +1098,7 @@ func stdioRequestContext(t *testing.T, db string, rec *rcRecorder) tenancy.Reque
 	if _, err := c.Initialize(ctx, init); err != nil {
 		t.Fatalf("stdio initialize: %v", err)
 	}
-	mcpGoCall(t, c, "read_graph", map[string]any{})
+	callTool(t, c, "read_graph", map[string]any{})
 	rc := rec.last(t)
 	c.Close()
 	cancel()
@@ -1137,7 +1122,7 @@ func TestHTTPGracefulShutdown(t *testing.T) {
 		c, _ := mcpGoClient(t, e.url, bearer(key), legacy)
 		if legacy {
 			// a call longer than ReadTimeout on a live server
-			mcpGoCall(t, c, "test_slow", map[string]any{})
+			callTool(t, c, "test_slow", map[string]any{})
 			<-started
 			if got := <-outcome; got != "completed" {
 				t.Fatalf("slow call with ReadTimeout 300 ms: %s", got)
@@ -1187,8 +1172,8 @@ func TestHTTPOpsEndpoints(t *testing.T) {
 				t.Errorf("no credential = %d %q, WWW-Authenticate %q; want 401 Bearer", r.status, r.body, r.header.Get("WWW-Authenticate"))
 			}
 			c, _ := mcpGoClient(t, e.url, bearer(key), false)
-			mcpGoCall(t, c, "create_entities", entityArgs("ops"))
-			mcpGoCall(t, c, "create_entities", map[string]any{"entities": []any{map[string]any{"name": ""}}}) // invalid: tool_error
+			callTool(t, c, "create_entities", entityArgs("ops"))
+			callTool(t, c, "create_entities", map[string]any{"entities": []any{map[string]any{"name": ""}}}) // invalid: tool_error
 			m := rawDo(t, http.MethodGet, e.base+"/metrics", nil, nil).body
 			for _, re := range []string{
 				`nexus_mcp_tool_calls_total\{outcome="ok",(tenant="ops-tenant",)?tool="create_entities"\} 1`,
@@ -1570,7 +1555,7 @@ func TestHTTPResourceUpdatesStayInTenant(t *testing.T) {
 			}
 			write := func(s *graphSubscriber) {
 				t.Helper()
-				if res := mcpGoCall(t, s.c, "create_entities", entityArgs(canary())); res.IsError {
+				if res := callTool(t, s.c, "create_entities", entityArgs(canary())); res.IsError {
 					t.Fatalf("create_entities: %s", resultText(res))
 				}
 			}

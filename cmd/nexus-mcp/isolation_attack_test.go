@@ -207,29 +207,29 @@ func TestHTTPTenantCannotRegisterAgentIDBoundToAnotherTenantsKey(t *testing.T) {
 		}
 	}
 	// The attack: beta claims the id alpha's key is bound to.
-	refusedConflict("beta register_agent a-agent", mcpGoCall(t, cB, "register_agent",
+	refusedConflict("beta register_agent a-agent", callTool(t, cB, "register_agent",
 		map[string]any{"agentId": "a-agent", "name": bCanary, "capabilities": []any{"x"}}))
-	refusedConflict("beta set_agent_identity a-agent", mcpGoCall(t, cB, "set_agent_identity",
+	refusedConflict("beta set_agent_identity a-agent", callTool(t, cB, "set_agent_identity",
 		map[string]any{"newAgentId": "a-agent", "newName": bCanary}))
 	// Control: beta registers an id of its own.
-	if res := mcpGoCall(t, cB, "register_agent", map[string]any{"agentId": "b-agent", "name": "B", "capabilities": []any{"x"}}); res.IsError {
+	if res := callTool(t, cB, "register_agent", map[string]any{"agentId": "b-agent", "name": "B", "capabilities": []any{"x"}}); res.IsError {
 		t.Fatalf("beta register_agent b-agent: %s (control)", resultText(res))
 	}
 
 	// alpha's own tools work on its id, and its lookup shows only alpha's data.
-	if res := mcpGoCall(t, cA, "register_agent", map[string]any{"agentId": "a-agent", "name": "Alpha agent", "capabilities": []any{"plan"}}); res.IsError {
+	if res := callTool(t, cA, "register_agent", map[string]any{"agentId": "a-agent", "name": "Alpha agent", "capabilities": []any{"plan"}}); res.IsError {
 		t.Fatalf("alpha register_agent a-agent: %s", resultText(res))
 	}
 	// a-agent's key acts as a-agent only; alpha's agent-less key registers the target
 	keyA2, _ := cliKey(t, e.db, "--tenant", "alpha", "--user", "alice")
 	cA2, _ := mcpGoClient(t, e.url, bearer(keyA2), false)
-	if res := mcpGoCall(t, cA2, "register_agent", map[string]any{"agentId": "a-target", "name": "T", "capabilities": []any{"x"}}); res.IsError {
+	if res := callTool(t, cA2, "register_agent", map[string]any{"agentId": "a-target", "name": "T", "capabilities": []any{"x"}}); res.IsError {
 		t.Fatalf("alpha register_agent a-target: %s", resultText(res))
 	}
-	if res := mcpGoCall(t, cA, "prepare_agent_call", map[string]any{"calling_agent": "a-agent", "target_agent": "a-target", "tool_name": "t"}); res.IsError {
+	if res := callTool(t, cA, "prepare_agent_call", map[string]any{"calling_agent": "a-agent", "target_agent": "a-target", "tool_name": "t"}); res.IsError {
 		t.Errorf("alpha prepare_agent_call(calling_agent=a-agent): %s", resultText(res))
 	}
-	status := resultText(mcpGoCall(t, cA, "get_agent_status", map[string]any{"agentId": "a-agent"}))
+	status := resultText(callTool(t, cA, "get_agent_status", map[string]any{"agentId": "a-agent"}))
 	if strings.Contains(status, bCanary) || !strings.Contains(status, "Alpha agent") || !strings.Contains(status, `"owned":true`) {
 		t.Errorf("alpha get_agent_status(a-agent) = %s, want alpha's own registration only", status)
 	}

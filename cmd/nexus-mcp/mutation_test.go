@@ -168,7 +168,7 @@ var mtUnexercised = []struct {
 	{"trustkeys.go", "select credential from agent_credentials", "A2A credential forwarding needs a live target endpoint; isolation in memory TestAgentCredentials"},
 	{"delegations.go", "has_error = 1, response_keys = '[]'", "FailDelegation: a call_agent_tool outcome needs a live target endpoint; isolation in memory TestFailDelegation, end to end in TestCallAgentToolEndsItsDelegation"},
 	{"trustsessions.go", "delete from trust_sessions where tenant_id = ? and expires_at <= ?", "background expiry sweep (startTrustSweep), not a request path"},
-	{"graph.go", "ilike", "PostgreSQL branch (Store.pg), the matrix runs on SQLite"},
+	{"substring.go", "ilike", "PostgreSQL branch (the dialect's trigramILIKE), the matrix runs on SQLite"},
 	{"lexical.go", "select e.id from entities e where e.tenant_id = ?", "Open: indexing entities written before migration 0005; tested by memory TestOpenIndexesUnindexedEntities"},
 	{"replicas.go", "mcp_sessions", "MCP session store: read on a replica's local miss, touched after idle/4, swept after idle — a one-server matrix run reaches none of these; cross-tenant use is tested by TestReplicaSessions (replica_session_crossuse_accepted=0)"},
 }

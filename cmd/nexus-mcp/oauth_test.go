@@ -124,7 +124,7 @@ func TestHTTPKeyScopes(t *testing.T) {
 		name := map[bool]string{true: "2025-11-25 sessions", false: "2026-07-28 stateless"}[legacy]
 		t.Run(name, func(t *testing.T) {
 			ro, _ := mcpGoClient(t, e.url, bearer(readKey), legacy)
-			if res := mcpGoCall(t, ro, "read_graph", map[string]any{}); res.IsError {
+			if res := callTool(t, ro, "read_graph", map[string]any{}); res.IsError {
 				t.Errorf("read_graph with a nexus:read key = %q (control)", resultText(res))
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -134,7 +134,7 @@ func TestHTTPKeyScopes(t *testing.T) {
 				t.Errorf("create_entities with a nexus:read key = %v, want a 403 error", resultText(res))
 			}
 			rw, _ := mcpGoClient(t, e.url, bearer(fullKey), legacy)
-			if res := mcpGoCall(t, rw, "create_entities", entityArgs("Y-"+name)); res.IsError {
+			if res := callTool(t, rw, "create_entities", entityArgs("Y-"+name)); res.IsError {
 				t.Errorf("create_entities with a full key = %q (control)", resultText(res))
 			}
 		})
@@ -217,11 +217,11 @@ func TestHTTPOAuth(t *testing.T) {
 		name := map[bool]string{true: "2025-11-25 sessions", false: "2026-07-28 stateless"}[legacy]
 		t.Run(name, func(t *testing.T) {
 			rw, _ := mcpGoClient(t, e.url, bearer(fullTok), legacy)
-			if res := mcpGoCall(t, rw, "create_entities", entityArgs("A-"+name)); res.IsError {
+			if res := callTool(t, rw, "create_entities", entityArgs("A-"+name)); res.IsError {
 				t.Errorf("create_entities with nexus:write = %q (control)", resultText(res))
 			}
 			ro, _ := mcpGoClient(t, e.url, bearer(readTok), legacy)
-			if res := mcpGoCall(t, ro, "read_graph", map[string]any{}); res.IsError || !slices.Contains(graphNames(t, resultText(res)), "A-"+name) {
+			if res := callTool(t, ro, "read_graph", map[string]any{}); res.IsError || !slices.Contains(graphNames(t, resultText(res)), "A-"+name) {
 				t.Errorf("read_graph with nexus:read = %q, want A-%s (control)", resultText(res), name)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -230,7 +230,7 @@ func TestHTTPOAuth(t *testing.T) {
 				t.Errorf("create_entities with nexus:read = %v, want a 403 error", resultText(res))
 			}
 			og, _ := mcpGoClient(t, e.url, bearer(otherTenant), legacy)
-			if res := mcpGoCall(t, og, "read_graph", map[string]any{}); res.IsError || len(graphNames(t, resultText(res))) != 0 {
+			if res := callTool(t, og, "read_graph", map[string]any{}); res.IsError || len(graphNames(t, resultText(res))) != 0 {
 				t.Errorf("read_graph of tenant globex = %q, want an empty graph", resultText(res))
 			}
 		})
@@ -244,7 +244,7 @@ func TestHTTPOAuth(t *testing.T) {
 	// API keys keep working beside OAuth.
 	key := e.newKey(t, memory.NewKey{TenantID: "acme"})
 	c, _ := mcpGoClient(t, e.url, bearer(key), false)
-	if res := mcpGoCall(t, c, "read_graph", map[string]any{}); res.IsError || len(graphNames(t, resultText(res))) != 2 {
+	if res := callTool(t, c, "read_graph", map[string]any{}); res.IsError || len(graphNames(t, resultText(res))) != 2 {
 		t.Errorf("read_graph with an API key of acme = %q, want the two entities the token wrote", resultText(res))
 	}
 }

@@ -142,7 +142,7 @@ func rrMCPClient(t *testing.T, urls []string, hdr map[string]string) (*client.Cl
 // failing the test on a protocol error or an error result.
 func rrCall(t *testing.T, c *client.Client, name string, args map[string]any) map[string]any {
 	t.Helper()
-	res := mcpGoCall(t, c, name, args)
+	res := callTool(t, c, name, args)
 	if res.IsError {
 		t.Fatalf("%s(%v): error result %q", name, args, resultText(res))
 	}

@@ -48,6 +48,8 @@ func stdioClient(t testing.TB, db string, env ...string) *client.Client {
 	return c
 }
 
+// callTool calls a tool through an mcp-go client, over stdio or HTTP, and
+// fails t on a transport error (a tool error is the result's IsError).
 func callTool(t testing.TB, c *client.Client, name string, args any) *mcp.CallToolResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
