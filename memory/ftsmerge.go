@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -32,12 +33,15 @@ const ftsMergePages = 32
 const ftsMergeTurns = 64
 
 type ftsMerger struct {
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
+	kick     chan struct{}
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 }
 
-// startFTSMerger starts the worker (SQLite only).
+// startFTSMerger starts the worker (SQLite only). s.ftsMerge is set here,
+// before any other goroutine can write, and never changes: writes that
+// commit after the worker stopped still kick it, harmlessly.
 func (s *Store) startFTSMerger(log *slog.Logger) {
 	m := &ftsMerger{kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	s.ftsMerge = m
@@ -108,12 +112,11 @@ func (s *Store) kickFTSMerger() {
 	}
 }
 
-// stopFTSMerger stops the worker and waits for it.
+// stopFTSMerger stops the worker and waits for it; it may be called again.
 func (s *Store) stopFTSMerger() {
 	if s.ftsMerge == nil {
 		return
 	}
-	close(s.ftsMerge.stop)
+	s.ftsMerge.stopOnce.Do(func() { close(s.ftsMerge.stop) })
 	<-s.ftsMerge.done
-	s.ftsMerge = nil
 }
