@@ -373,18 +373,18 @@ func newHTTPApp(store *memory.Store, logger *slog.Logger, sf *serveFlags, jwtV *
 	return a, nil
 }
 
-// handler is the whole HTTP surface. /mcp runs, outermost first:
-// Origin check → body limit → source limit (addresses that keep failing
-// authentication) → authentication → trust → rate limit → MCP
-// (session guard, then mcp-go). The Host check (loopback binds), the Origin
-// check and the request metrics cover every path; /healthz, /readyz and
-// /metrics need no credential.
 // largeRequestBytes is the body size over which a tenant's requests are
 // served one at a time (tenancy.LargeRequestGate): a fifth of the largest
 // write call (tools.MaxWriteBytes), far above what reads and small writes
 // send.
 const largeRequestBytes = 16 << 10
 
+// handler is the whole HTTP surface. /mcp runs, outermost first:
+// Origin check → body limit → source limit (addresses that keep failing
+// authentication) → authentication → one large request per tenant at a
+// time → trust → rate limit → MCP (session guard, then mcp-go). The Host
+// check (loopback binds), the Origin check and the request metrics cover
+// every path; /healthz, /readyz and /metrics need no credential.
 func (a *httpApp) handler() http.Handler {
 	trust := a.trust
 	if trust == nil {
