@@ -14,7 +14,7 @@ import (
 // then held the single writer for ~30 ms of merging on top of its own
 // work, every few batches, and another tenant's small write waited for it
 // (the tail of BenchmarkNeighbourWrites). Migration 0015 turns automerge
-// off; this worker merges instead, shortly after writes, in writer turns
+// off; this worker merges instead, shortly after graph writes, in writer turns
 // of its own of at most ftsMergePages pages each, so no turn is long and
 // the write gate can put other tenants' writes between them. FTS5's crisis
 // merge (a level of 16 segments) still runs inside a write if the worker
@@ -76,7 +76,6 @@ func (s *Store) mergeFTS(ctx context.Context) error {
 	for range ftsMergeTurns {
 		worked := false
 		err := s.write(ctx, func(t *txn) error {
-			t.ftsMerge = true
 			for _, table := range []string{"entities_fts", "observations_fts"} {
 				// FTS5: a change count that grows by less than two means
 				// the command found nothing to merge.
@@ -101,7 +100,7 @@ func (s *Store) mergeFTS(ctx context.Context) error {
 	return nil
 }
 
-// kickFTSMerger tells the worker that a write committed.
+// kickFTSMerger tells the worker that a write changed the graph's text.
 func (s *Store) kickFTSMerger() {
 	if s.ftsMerge == nil {
 		return

@@ -28,7 +28,6 @@ func TestTrigramIndexMergedOffTheWritePath(t *testing.T) {
 	pending := func(table string) bool {
 		var worked bool
 		if err := s.write(ctx, func(tx *txn) error {
-			tx.ftsMerge = true
 			var before, after int64
 			if err := tx.queryRow(`SELECT total_changes()`).Scan(&before); err != nil {
 				return err

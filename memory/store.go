@@ -203,9 +203,6 @@ type txn struct {
 	searchTenant string
 	searchIDs    map[int64]bool
 	searchQueued bool
-	// ftsMerge marks the trigram-index merger's own turns (ftsmerge.go),
-	// which do not wake it again.
-	ftsMerge bool
 }
 
 // Every statement of the package passes through exec, query or queryRow,
@@ -553,13 +550,11 @@ func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
 	if t.queued {
 		s.wakeIndexer()
 	}
-	if t.searchQueued {
+	if t.searchQueued { // the graph's text changed: so did the trigram indexes
 		s.kickSearchIndexer()
-	}
-	s.kickCheckpointer()
-	if !t.ftsMerge {
 		s.kickFTSMerger()
 	}
+	s.kickCheckpointer()
 	return nil
 }
 
