@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
@@ -75,12 +74,6 @@ func loadScopes(col string) tenancy.ScopeSet {
 	return set
 }
 
-var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-
-// ValidTenantID reports whether id is an acceptable tenant id: 1–64
-// characters of letters, digits, '.', '_' and '-', starting alphanumeric.
-func ValidTenantID(id string) bool { return tenantIDPattern.MatchString(id) }
-
 // NewID returns a random 128-bit identifier in hex with a prefix.
 func NewID(prefix string) string {
 	b := make([]byte, 16)
@@ -92,7 +85,7 @@ func NewID(prefix string) string {
 
 // CreateTenant creates a tenant; an existing id is ErrConflict.
 func (s *Store) CreateTenant(ctx context.Context, id, name string) error {
-	if !ValidTenantID(id) {
+	if !tenancy.ValidTenantID(id) {
 		return invalidf("invalid tenant id %q: use 1-64 letters, digits, '.', '_' or '-'", id)
 	}
 	return s.write(ctx, func(t *txn) error {
@@ -327,7 +320,7 @@ func checkPrincipal(p tenancy.Principal) error {
 		return invalidf("say where the user comes from: the tenant of its API keys, or the issuer of its JWTs")
 	case p.Source == "":
 		return invalidf("the %s the user comes from must not be empty", p.Kind)
-	case p.Kind == tenancy.PrincipalTenant && !ValidTenantID(p.Source):
+	case p.Kind == tenancy.PrincipalTenant && !tenancy.ValidTenantID(p.Source):
 		return invalidf("invalid tenant id %q", p.Source)
 	}
 	return nil

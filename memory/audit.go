@@ -26,7 +26,7 @@ import (
 
 // UnauthenticatedTenant is the reserved audit chain of requests refused
 // before a tenant was established (401s, credentials naming an unknown
-// tenant). ValidTenantID never accepts it, so no real tenant can own it.
+// tenant). tenancy.ValidTenantID never accepts it, so no real tenant can own it.
 const UnauthenticatedTenant = "_unauthenticated"
 
 // Audit outcomes.

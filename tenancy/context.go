@@ -10,6 +10,7 @@ package tenancy
 import (
 	"context"
 	"errors"
+	"regexp"
 )
 
 // Sentinel errors callers check with errors.Is.
@@ -69,6 +70,12 @@ type RequestContext struct {
 }
 
 type ctxKey struct{}
+
+var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidTenantID reports whether id is an acceptable tenant id: 1–64
+// characters of letters, digits, '.', '_' and '-', starting alphanumeric.
+func ValidTenantID(id string) bool { return tenantIDPattern.MatchString(id) }
 
 // NewContext returns a copy of ctx carrying rc.
 func NewContext(ctx context.Context, rc RequestContext) context.Context {

@@ -166,7 +166,7 @@ func TestAuditCompleteness(t *testing.T) {
 		if tc.want != http.StatusOK {
 			w = 1
 		}
-		fx.env.app.denials.flush(context.Background()) // refusals without a tenant are tallied
+		fx.env.app.FlushDenials(context.Background()) // refusals without a tenant are tallied
 		d := a.rows() - before
 		a.mu.Lock()
 		a.calls++

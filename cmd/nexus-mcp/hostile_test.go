@@ -20,6 +20,7 @@ import (
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
+	"github.com/nexus-mcp/nexus-mcp/cmd/nexus-mcp/internal/httpserver"
 	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
@@ -455,7 +456,7 @@ func TestHostileToolPanic(t *testing.T) {
 // ReadTimeout.
 func TestHostileSlowClients(t *testing.T) {
 	const readTimeout = 2 * time.Second
-	h := startHostileHTTP(t, httpTestOpts{setup: func(a *httpApp) { a.readTimeout = readTimeout }})
+	h := startHostileHTTP(t, httpTestOpts{setup: func(c *httpserver.Config) { c.ReadTimeout = readTimeout }})
 	addr := strings.TrimPrefix(h.base, "http://")
 
 	t.Run("slowloris", func(t *testing.T) {
@@ -516,8 +517,8 @@ func TestHostileSlowClients(t *testing.T) {
 		if open != 0 || len(closeAt) != conns {
 			t.Errorf("%d of %d slowloris connections still open after 25 s", open, conns)
 		}
-		if worst < readHeaderTimeout-500*time.Millisecond {
-			t.Errorf("slowloris closed after %v, before ReadHeaderTimeout %v (control: headers were still arriving)", worst, readHeaderTimeout)
+		if worst < httpserver.ReadHeaderTimeout-500*time.Millisecond {
+			t.Errorf("slowloris closed after %v, before ReadHeaderTimeout %v (control: headers were still arriving)", worst, httpserver.ReadHeaderTimeout)
 		}
 		t.Logf("metric slowloris_connections=%d", conns)
 		t.Logf("metric slowloris_close_s=%.2f", worst.Seconds())

@@ -34,6 +34,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/spf13/pflag"
 
+	"github.com/nexus-mcp/nexus-mcp/cmd/nexus-mcp/internal/httpserver"
 	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
@@ -67,7 +68,7 @@ type httpTestOpts struct {
 	serve      func(*serveFlags) // sets serve flags beyond the HTTP ones
 	mcpOptions []server.ServerOption
 	devHeaders bool
-	setup      func(*httpApp)
+	setup      func(*httpserver.Config)
 	// sqlite keeps the database a SQLite file even when the suite runs on
 	// PostgreSQL, for tests that read the database file itself.
 	sqlite bool
@@ -126,12 +127,13 @@ func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	}
 	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	app, err := newHTTPApp(store, logger, sf, jwtV, o.devHeaders)
+	var adjust []func(*httpserver.Config)
+	if o.setup != nil {
+		adjust = append(adjust, o.setup)
+	}
+	app, err := newHTTPApp(store, logger, sf, jwtV, o.devHeaders, adjust...)
 	if err != nil {
 		tb.Fatal(err)
-	}
-	if o.setup != nil {
-		o.setup(app)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -668,7 +670,8 @@ func TestHTTPKeysNotStoredInPlaintext(t *testing.T) {
 }
 
 // TestHTTPSessionBinding: a session id works only for the principal that
-// created it, and expires when idle.
+// created it. (Expiry when idle is httpserver's TestSessionIdleExpiry,
+// on a clock the test moves.)
 func TestHTTPSessionBinding(t *testing.T) {
 	e := startHTTP(t, httpTestOpts{})
 	keyA := e.newKey(t, memory.NewKey{TenantID: "sess-a", UserID: "alice"})
@@ -717,23 +720,6 @@ func TestHTTPSessionBinding(t *testing.T) {
 	// A's session still works through its own client.
 	callTool(t, cA, "read_graph", map[string]any{})
 	t.Logf("metric session_crossuse_accepted=%d", accepted)
-
-	t.Run("idle expiry", func(t *testing.T) {
-		e := startHTTP(t, httpTestOpts{flags: func(f *httpFlags) { f.sessionIdleTimeout = 300 * time.Millisecond }})
-		key := e.newKey(t, memory.NewKey{TenantID: "idle", UserID: "ida"})
-		sid := rawSession(t, e.url, bearer(key))
-		hdr := with(bearer(key), server.HeaderKeySessionID, sid)
-		if r := rawDo(t, http.MethodPost, e.url, hdr, strings.NewReader(list)); r.status != http.StatusOK {
-			t.Fatalf("fresh session = %d %q, want 200", r.status, r.body)
-		}
-		time.Sleep(700 * time.Millisecond)
-		if r := rawDo(t, http.MethodPost, e.url, hdr, strings.NewReader(list)); r.status != http.StatusNotFound {
-			t.Errorf("session idle for 700 ms (timeout 300 ms) = %d %q, want 404", r.status, r.body)
-		}
-		if n := e.app.sessions.len(); n != 0 {
-			t.Errorf("%d sessions tracked after expiry, want 0", n)
-		}
-	})
 }
 
 // TestHTTPCancelWithoutSession: a session-less notifications/cancelled
@@ -743,7 +729,17 @@ func TestHTTPSessionBinding(t *testing.T) {
 func TestHTTPCancelWithoutSession(t *testing.T) {
 	started := make(chan struct{}, 4)
 	outcome := make(chan string, 4)
-	e := startHTTP(t, httpTestOpts{mcpOptions: []server.ServerOption{slowTool(1500*time.Millisecond, started, outcome)}})
+	var mcpServer *server.MCPServer // the control reaches it without the guard
+	e := startHTTP(t, httpTestOpts{
+		mcpOptions: []server.ServerOption{slowTool(1500*time.Millisecond, started, outcome)},
+		setup: func(c *httpserver.Config) {
+			build := c.NewMCP
+			c.NewMCP = func(extra ...server.ServerOption) *server.MCPServer {
+				mcpServer = build(extra...)
+				return mcpServer
+			}
+		},
+	})
 	keyA := e.newKey(t, memory.NewKey{TenantID: "cancel-a", UserID: "alice"})
 	keyB := e.newKey(t, memory.NewKey{TenantID: "cancel-b", UserID: "bob"})
 	cA, _ := mcpGoClient(t, e.url, bearer(keyA), false)
@@ -782,6 +778,7 @@ func TestHTTPCancelWithoutSession(t *testing.T) {
 	}
 
 	// Control: the same notifications straight into mcp-go cancel A's call.
+	unguarded := server.NewStreamableHTTPServer(mcpServer)
 	ctrl := run(func() {
 		for id := range 64 {
 			req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(cancelBody(id)))
@@ -789,7 +786,7 @@ func TestHTTPCancelWithoutSession(t *testing.T) {
 			req.Header.Set("Mcp-Protocol-Version", "2026-07-28")
 			req.Header.Set("Mcp-Method", "notifications/cancelled")
 			req = req.WithContext(tenancy.NewContext(req.Context(), tenancy.RequestContext{TenantID: "cancel-b", AuthMethod: tenancy.AuthAPIKey, Scopes: tenancy.AllScopes}))
-			e.app.streams.ServeHTTP(httptest.NewRecorder(), req)
+			unguarded.ServeHTTP(httptest.NewRecorder(), req)
 		}
 	})
 	if ctrl != "cancelled" {
@@ -1115,7 +1112,7 @@ func TestHTTPGracefulShutdown(t *testing.T) {
 	outcome := make(chan string, 1)
 	e := startHTTP(t, httpTestOpts{
 		mcpOptions: []server.ServerOption{slowTool(time.Second, started, outcome)},
-		setup:      func(a *httpApp) { a.readTimeout = 300 * time.Millisecond }, // the call outlives ReadTimeout too
+		setup:      func(c *httpserver.Config) { c.ReadTimeout = 300 * time.Millisecond }, // the call outlives ReadTimeout too
 	})
 	key := e.newKey(t, memory.NewKey{TenantID: "drain", UserID: "di"})
 	for _, legacy := range []bool{true, false} {

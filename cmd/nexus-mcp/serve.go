@@ -173,7 +173,7 @@ func newMCPServer(store *memory.Store, logger *slog.Logger, sf *serveFlags, rech
 		MaxDepth: sf.trust.maxDepth, A2AAllowHosts: sf.trust.a2aAllowHosts, A2ATimeout: sf.trust.a2aTimeout,
 		Toolsets: toolsets, ReadOnly: sf.readOnly, Embedder: sf.embed.queryEmbedder(), Recheck: recheck})
 	opts := append(h.ServerOptions(), sf.mcpOptions...)
-	opts = append(opts, toolAccessLog(logger))
+	opts = append(opts, tools.CallLog(logger))
 	s := server.NewMCPServer("nexus-mcp", buildVersion(), append(opts, extra...)...)
 	h.Register(s)
 	return s

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,15 +16,16 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/nexus-mcp/nexus-mcp/cmd/nexus-mcp/internal/httpserver"
 	"github.com/nexus-mcp/nexus-mcp/delegation"
 	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 	"github.com/nexus-mcp/nexus-mcp/tools"
 )
 
-// EATP trust wiring: the serve flags, the trust middleware of the HTTP
-// edge with its audit hooks, the expired-session sweep, and the CLI
-// commands `trust`, `audit` and `agents credential`.
+// EATP trust wiring: the serve flags, the expired-session sweep, and the
+// CLI commands `trust`, `audit` and `agents credential`. The trust
+// middleware of the HTTP edge is httpserver's.
 
 // trustFlags are the EATP flags of serve.
 type trustFlags struct {
@@ -71,86 +71,10 @@ func (f *trustFlags) validate() (delegation.Mode, error) {
 	return mode, nil
 }
 
-// installTrust fills the trust slot of the HTTP chain with the EATP
-// middleware (verification against the store) and makes every refusal of
-// the edge — authentication (401/403), trust (401/403) and rate limit
-// (429) — write one audit row, next to the hooks already installed.
-func (a *httpApp) installTrust(tf trustFlags) error {
-	mode, err := tf.validate()
-	if err != nil {
-		return err
-	}
-	policy := delegation.ChainPolicy{MaxDepth: tf.maxDepth}
-	cfg := delegation.MiddlewareConfig{
-		Mode:               mode,
-		ExemptPaths:        tf.exempt,
-		RequireHumanOrigin: tf.requireHumanOrigin,
-		Policy:             policy,
-		Verifier:           delegation.NewVerifier(a.store, policy),
-		Logger:             a.log,
-		OnDenied: func(r *http.Request, reason string, status int) {
-			rc, _ := tenancy.FromContext(r.Context())
-			// Record what the refused request claimed (Extract bounds and
-			// cleans the ids).
-			tc, _ := delegation.Extract(r.Header, nil)
-			tc.Raw, tc.Signature = nil, ""
-			rc.Trust = tc
-			a.auditDenial(r, rc, "trust.denied", reason, status)
-		},
-		Membership: a.store,
-		OnOriginDropped: func(r *http.Request, reason string) {
-			rc, _ := tenancy.FromContext(r.Context())
-			a.auditDenial(r, rc, "trust.origin_dropped", reason, http.StatusOK)
-		},
-	}
-	a.trust = func(next http.Handler) http.Handler { return delegation.Middleware(cfg, next) }
-
-	authDenied := a.auth.OnDenied
-	a.auth.OnDenied = func(r *http.Request, rc tenancy.RequestContext, reason string, status int) {
-		if authDenied != nil {
-			authDenied(r, rc, reason, status)
-		}
-		if status == http.StatusUnauthorized || status == http.StatusForbidden {
-			if rc.TenantID == "" {
-				a.sources.Failed(r)
-			}
-			a.auditDenial(r, rc, "auth.denied", reason, status)
-		}
-	}
-	a.sources.OnLimited = func(r *http.Request, _ string) {
-		a.metrics.limited(r, tenancy.RequestContext{})
-		a.denials.add(r, "source.limited", "too many refused authentications", http.StatusTooManyRequests)
-	}
-	limited := a.limiter.OnLimited
-	a.limiter.OnLimited = func(r *http.Request, rc tenancy.RequestContext) {
-		if limited != nil {
-			limited(r, rc)
-		}
-		a.auditDenial(r, rc, "rate.limited", "rate limited", http.StatusTooManyRequests)
-	}
-	return nil
-}
-
-// auditDenial writes the audit row of a refused HTTP request. It outlives
-// the client: a disconnect must not lose the row. A refusal that
-// established no tenant is counted in the unauthenticated tallies
-// instead (one row per source and reason per interval).
-func (a *httpApp) auditDenial(r *http.Request, rc tenancy.RequestContext, action, reason string, status int) {
-	if rc.TenantID == "" {
-		a.denials.add(r, action, reason, status)
-		return
-	}
-	ctx := context.WithoutCancel(r.Context())
-	e := memory.AuditEntry{Action: action, Outcome: memory.OutcomeDenied, Detail: memory.DenialDetail(reason, status, r.Method, r.URL.Path)}
-	if err := a.store.AuditDenial(ctx, rc, e); err != nil {
-		a.log.Error("audit of a refused request failed", "action", action, "status", status, "err", err)
-	}
-}
-
 // startTrustSweep removes expired trust sessions every interval until ctx
 // ends or the returned stop is called; stop waits for the sweeper to exit.
 func startTrustSweep(ctx context.Context, store *memory.Store, logger *slog.Logger, interval time.Duration) (stop func()) {
-	return every(context.WithoutCancel(ctx), interval, func(ctx context.Context) {
+	return httpserver.Every(context.WithoutCancel(ctx), interval, func(ctx context.Context) {
 		n, err := store.DeleteExpiredTrustSessions(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -159,30 +83,6 @@ func startTrustSweep(ctx context.Context, store *memory.Store, logger *slog.Logg
 			logger.Info("removed expired trust sessions", "count", n)
 		}
 	})
-}
-
-// every calls fn every interval until ctx ends or the returned stop is
-// called; stop waits for a running fn to return.
-func every(ctx context.Context, interval time.Duration, fn func(context.Context)) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				fn(ctx)
-			}
-		}
-	}()
-	return func() {
-		cancel()
-		<-done
-	}
 }
 
 // cliContext acts as tenant for an administrative command, with an audit

@@ -148,7 +148,7 @@ func TestHTTPDenialsAudited(t *testing.T) {
 	// tallied (one row per source and reason per interval, flushed here),
 	// so a row counts its "count".
 	count := func(tenant, action string) int {
-		srv.app.denials.flush(context.Background())
+		srv.app.FlushDenials(context.Background())
 		n := 0
 		for _, e := range auditOf(t, store, tenant) {
 			if e.Event.Action == action && e.Event.Outcome == memory.OutcomeDenied {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nexus-mcp/nexus-mcp/cmd/nexus-mcp/internal/httpserver"
 	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
@@ -113,9 +114,8 @@ func TestHTTPUnauthenticatedFloodBounded(t *testing.T) {
 	worst := int64(0)
 	for _, nSources := range []int{1, 300} {
 		t.Run(fmt.Sprintf("%d sources", nSources), func(t *testing.T) {
-			e := startHTTP(t, httpTestOpts{})
 			clock := &fakeClock{t: time.Now()}
-			useSourceClock(e, clock.now)
+			e := startHTTP(t, httpTestOpts{setup: func(c *httpserver.Config) { c.Now = clock.now }})
 			key := e.newKey(t, memory.NewKey{TenantID: "flood-a", UserID: "alice"})
 			bad := key[:len(key)-4] + "AAAA"
 			if bad == key {
@@ -242,11 +242,8 @@ func (c *fakeClock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// useSourceClock sets the clock of the server's per-source limiter.
-func useSourceClock(e *httpEnv, now func() time.Time) { e.app.sources.Now = now }
-
 // flushDenials writes the server's pending unauthenticated tallies now.
 func flushDenials(t *testing.T, e *httpEnv) {
 	t.Helper()
-	e.app.denials.flush(context.Background())
+	e.app.FlushDenials(context.Background())
 }

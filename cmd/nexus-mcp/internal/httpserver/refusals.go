@@ -1,4 +1,4 @@
-package main
+package httpserver
 
 import (
 	"context"
@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
@@ -26,12 +25,12 @@ const (
 // failure limit) without writing a row per request, which let anyone
 // without a credential grow the append-only audit log without bound. It
 // counts each (source, action, reason, status) and writes one row per
-// tally to the memory.UnauthenticatedTenant chain every interval and at
+// tally (Store.AuditDenialTally, the chain of no tenant) every interval and at
 // shutdown: at most maxDenialTallies+1 rows per interval, whatever the
 // request rate. The counts of the current interval are lost if the
 // process dies before writing them (they are in the log).
 type denialTally struct {
-	store *memory.Store
+	store Store
 	log   *slog.Logger
 	now   func() time.Time
 
@@ -53,8 +52,8 @@ type tallyCount struct {
 // sources beyond maxDenialTallies.
 const otherSources = "other"
 
-func newDenialTally(store *memory.Store, log *slog.Logger) *denialTally {
-	return &denialTally{store: store, log: log, now: time.Now, counts: make(map[tallyKey]*tallyCount)}
+func newDenialTally(store Store, log *slog.Logger, now func() time.Time) *denialTally {
+	return &denialTally{store: store, log: log, now: now, counts: make(map[tallyKey]*tallyCount)}
 }
 
 // add counts one refusal of r.
@@ -86,9 +85,8 @@ func (d *denialTally) flush(ctx context.Context) {
 	d.counts = make(map[tallyKey]*tallyCount, len(counts))
 	d.mu.Unlock()
 	for k, c := range counts {
-		e := memory.AuditEntry{Action: k.action, Outcome: memory.OutcomeDenied,
-			Detail: memory.DenialTallyDetail(k.reason, k.status, k.source, c.n, c.first, c.last)}
-		if err := d.store.AuditDenial(ctx, tenancy.RequestContext{}, e); err != nil {
+		t := Tally{Action: k.action, Reason: k.reason, Source: k.source, Status: k.status, Count: c.n, First: c.first, Last: c.last}
+		if err := d.store.AuditDenialTally(ctx, t); err != nil {
 			d.log.Error("audit of refused requests failed; kept for the next interval", "action", k.action, "count", c.n, "err", err)
 			d.mu.Lock()
 			if cur := d.counts[k]; cur != nil {

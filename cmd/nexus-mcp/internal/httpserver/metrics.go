@@ -1,4 +1,4 @@
-package main
+package httpserver
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
+	"github.com/nexus-mcp/nexus-mcp/tools"
 )
 
 // metrics are the Prometheus series of the HTTP transport, on a registry of
@@ -29,16 +30,9 @@ type metrics struct {
 	rateLimited  *prometheus.CounterVec   // [tenant]
 }
 
-// Outcomes of a tool call, as the client sees it.
-const (
-	outcomeOK        = "ok"         // a result
-	outcomeToolError = "tool_error" // a result with isError (bad arguments, not found, forbidden...)
-	outcomeError     = "error"      // a JSON-RPC error (internal error, panic)
-)
-
-// newMetrics registers every series; sessions reports the number of live
-// MCP sessions.
-func newMetrics(tenantLabels bool, sessions func() int) *metrics {
+// newMetrics registers every series; version labels the build-info
+// series, sessions reports the number of live MCP sessions.
+func newMetrics(version string, tenantLabels bool, sessions func() int) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry(), tenantLabels: tenantLabels}
 	withTenant := func(labels ...string) []string {
 		if tenantLabels {
@@ -80,7 +74,7 @@ func newMetrics(tenantLabels bool, sessions func() int) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "nexus_mcp_build_info",
 			Help:        "Always 1; the version label is the running build.",
-			ConstLabels: prometheus.Labels{"version": buildVersion()},
+			ConstLabels: prometheus.Labels{"version": version},
 		}, func() float64 { return 1 }),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -117,7 +111,7 @@ func (m *metrics) limited(_ *http.Request, rc tenancy.RequestContext) {
 func (m *metrics) toolMiddleware(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcp.CallToolRequest) (res *mcp.CallToolResult, err error) {
 		start := time.Now()
-		outcome := outcomeError
+		outcome := tools.OutcomeError
 		defer func() {
 			rc, _ := tenancy.FromContext(ctx)
 			tool := req.Params.Name
@@ -125,21 +119,9 @@ func (m *metrics) toolMiddleware(next server.ToolHandlerFunc) server.ToolHandler
 			m.toolDuration.WithLabelValues(m.labels(rc.TenantID, tool)...).Observe(time.Since(start).Seconds())
 		}()
 		res, err = next(ctx, req)
-		outcome = toolOutcome(res, err)
+		outcome = tools.CallOutcome(res, err)
 		return res, err
 	}
-}
-
-// toolOutcome classifies a finished tool call for metrics and the access
-// log: ok, tool_error (an isError result) or error (a JSON-RPC error).
-func toolOutcome(res *mcp.CallToolResult, err error) string {
-	switch {
-	case err != nil:
-		return outcomeError
-	case res != nil && res.IsError:
-		return outcomeToolError
-	}
-	return outcomeOK
 }
 
 // httpMiddleware counts and times every HTTP request, whatever answered it
