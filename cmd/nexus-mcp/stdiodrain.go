@@ -42,18 +42,15 @@ type rpcLine struct {
 	} `json:"params"`
 }
 
-// idKey is the canonical form of a JSON-RPC id ("" for none), so that a
-// request and its response match however each was spelled.
+// idKey is the canonical form of a JSON-RPC id, as mcp-go matches ids
+// (mcp.RequestId), so that a request and its response match however each
+// was spelled; "" for none or an invalid one.
 func idKey(raw json.RawMessage) string {
-	if len(raw) == 0 {
+	var id mcp.RequestId
+	if len(raw) == 0 || json.Unmarshal(raw, &id) != nil || id.IsNil() {
 		return ""
 	}
-	var v any
-	if json.Unmarshal(raw, &v) != nil || v == nil {
-		return ""
-	}
-	b, _ := json.Marshal(v) // decoded JSON always marshals
-	return string(b)
+	return id.String()
 }
 
 // longLived are requests that only end when cancelled: the drain does not

@@ -105,16 +105,15 @@ func (env rpcEnvelope) modern(h http.Header) bool {
 	return mcp.IsModernProtocol(h.Get(mcp.HeaderProtocolVersion)) || mcp.IsModernProtocol(env.Params.Meta.ProtocolVersion())
 }
 
-// requestIDKey is the canonical form of a JSON-RPC id (7 and 7.0 are one
-// id, "7" another), or "" when there is none: absent or null, which mcp-go
-// reads as a notification.
+// requestIDKey is the canonical form of a JSON-RPC id, as mcp-go matches
+// ids (mcp.RequestId: 7 and 7.0 are one id, "7" another), or "" when there
+// is none (absent or null: a notification) or it is not a valid id.
 func requestIDKey(raw json.RawMessage) string {
-	var v any
-	if len(raw) == 0 || json.Unmarshal(raw, &v) != nil || v == nil {
+	var id mcp.RequestId
+	if len(raw) == 0 || json.Unmarshal(raw, &id) != nil || id.IsNil() {
 		return ""
 	}
-	b, _ := json.Marshal(v) // a decoded JSON value always marshals
-	return string(b)
+	return id.String()
 }
 
 // serveRPC serves one POSTed JSON-RPC message of principal p, sent in the
