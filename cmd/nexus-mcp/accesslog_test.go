@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"os/exec"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -16,28 +14,8 @@ import (
 // returns its base URL and its stderr.
 func startJSONServer(t *testing.T, db string, extra ...string) (string, *lockedBuffer) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := append([]string{"serve", "--http=127.0.0.1:0", "--db", db, "--log-format", "json"}, extra...)
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir())
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		for _, m := range jsonLines(t, stderr.String()) {
-			if m["msg"] == "nexus-mcp starting" {
-				return "http://" + m["addr"].(string), stderr
-			}
-		}
-	}
-	t.Fatalf("no start-up line:\n%s", stderr.String())
-	return "", nil
+	p := startServerProc(t, db, append([]string{"--log-format", "json"}, extra...)...)
+	return "http://" + p.addr, p.stderr
 }
 
 // jsonLines parses every complete log line; a line that is not JSON fails.

@@ -392,7 +392,8 @@ type serverProc struct {
 	err    error // Wait's result, after exited is closed
 }
 
-var startupAddr = regexp.MustCompile(`msg="nexus-mcp starting".* transport=http addr=(127\.0\.0\.1:\d+)`)
+// startupAddr finds the address in the HTTP start-up line, text or JSON.
+var startupAddr = regexp.MustCompile(`msg="nexus-mcp starting".* transport=http addr=(127\.0\.0\.1:\d+)|"msg":"nexus-mcp starting".*"transport":"http","addr":"(127\.0\.0\.1:\d+)"`)
 
 // startServerProc starts the server on db and waits for its start-up line.
 func startServerProc(tb testing.TB, db string, extra ...string) *serverProc {
@@ -419,7 +420,7 @@ func startServerProc(tb testing.TB, db string, extra ...string) *serverProc {
 	})
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if m := startupAddr.FindStringSubmatch(p.stderr.String()); m != nil {
-			p.addr = m[1]
+			p.addr = m[1] + m[2] // one of the two is empty
 			return p
 		}
 		select {

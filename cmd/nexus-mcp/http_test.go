@@ -66,9 +66,17 @@ func (l *lockedBuffer) String() string {
 type httpTestOpts struct {
 	flags      func(*httpFlags)
 	serve      func(*serveFlags) // sets serve flags beyond the HTTP ones
+	args       []string          // serve flags, parsed after the defaults
 	mcpOptions []server.ServerOption
 	devHeaders bool
 	setup      func(*httpserver.Config)
+	// scope is the agent registry scope of the database and of
+	// --agent-scope (default global).
+	scope string
+	// store is served instead of a new database; its owner closes it.
+	store *memory.Store
+	// ln is listened on instead of a new 127.0.0.1:0 listener.
+	ln net.Listener
 	// sqlite keeps the database a SQLite file even when the suite runs on
 	// PostgreSQL, for tests that read the database file itself.
 	sqlite bool
@@ -77,12 +85,13 @@ type httpTestOpts struct {
 	oauthIssuers []string
 }
 
-// httpEnv is a running HTTP transport on 127.0.0.1:0 with the full
-// middleware chain, over its own database.
+// httpEnv is a running HTTP transport on loopback with the full
+// middleware chain.
 type httpEnv struct {
 	base  string // http://127.0.0.1:port
+	host  string // 127.0.0.1:port
 	url   string // base + "/mcp"
-	db    string
+	db    string // "" when the store was given
 	store *memory.Store
 	app   *httpApp
 	logs  *lockedBuffer
@@ -90,25 +99,39 @@ type httpEnv struct {
 }
 
 // startHTTP starts the transport the way serveHTTP does: same flags and
-// defaults, same constructor, same serve loop.
+// defaults (plus an HS256 JWT key, issuer and audience), same constructor,
+// same serve loop. It is the one way the tests start an HTTP server in
+// this process.
 func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	tb.Helper()
-	db := memtest.DSN(tb)
-	if o.sqlite {
-		db = filepath.Join(tb.TempDir(), "nexus.db")
+	if o.scope == "" {
+		o.scope = memory.AgentScopeGlobal
 	}
-	store, err := memory.Open(context.Background(), db, memory.Options{})
-	if err != nil {
-		tb.Fatal(err)
+	store, db := o.store, ""
+	if store == nil {
+		db = memtest.DSN(tb)
+		if o.sqlite {
+			db = filepath.Join(tb.TempDir(), "nexus.db")
+		}
+		var err error
+		if store, err = memory.Open(context.Background(), db, memory.Options{AgentScope: o.scope}); err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { store.Close() })
+	}
+	ln := o.ln
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	sf := &serveFlags{}
 	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
 	addServeFlags(fs, sf)
-	if err := fs.Parse([]string{"--http=127.0.0.1:0", "--jwt-secret=" + testJWTSecret, "--jwt-issuer=test-issuer", "--jwt-audience=nexus"}); err != nil {
-		tb.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	args := append([]string{"--http=" + ln.Addr().String(), "--jwt-secret=" + testJWTSecret, "--jwt-issuer=test-issuer",
+		"--jwt-audience=nexus", "--agent-scope=" + o.scope}, o.args...)
+	if err := fs.Parse(args); err != nil {
 		tb.Fatal(err)
 	}
 	if len(o.oauthIssuers) > 0 {
@@ -138,29 +161,24 @@ func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- app.serve(ctx, ln) }()
-	var once sync.Once
-	var stopErr error
-	stop := func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case stopErr = <-done:
-			case <-time.After(30 * time.Second):
-				stopErr = fmt.Errorf("serve did not return 30 s after cancel")
-			}
-		})
-		return stopErr
-	}
-	base := "http://" + ln.Addr().String()
-	e := &httpEnv{base: base, url: base + "/mcp", db: db, store: store, app: app, logs: logs, stop: stop}
-	tb.Cleanup(func() {
+	stop := sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return fmt.Errorf("serve did not return 30 s after cancel")
+		}
+	})
+	host := ln.Addr().String()
+	e := &httpEnv{base: "http://" + host, host: host, url: "http://" + host + "/mcp", db: db, store: store, app: app, logs: logs, stop: stop}
+	tb.Cleanup(func() { // runs before the store's Cleanup (last in, first out)
 		if err := stop(); err != nil {
 			tb.Errorf("stop: %v", err)
 		}
-		store.Close()
 		if tb.Failed() {
 			l := logs.String()
-			tb.Logf("server log (last 4 KiB):\n%s", l[max(0, len(l)-4096):])
+			tb.Logf("server %s log (last 4 KiB):\n%s", host, l[max(0, len(l)-4096):])
 		}
 	})
 	return e

@@ -11,9 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,7 +27,6 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
-	"github.com/spf13/pflag"
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
 	"github.com/nexus-mcp/nexus-mcp/memory"
@@ -330,61 +327,7 @@ func mxStartHTTP(t *testing.T, scope string, args ...string) *httpEnv {
 // mxStartHTTPWith is mxStartHTTP with a hook that adjusts the parsed flags.
 func mxStartHTTPWith(t *testing.T, scope string, adjust func(*serveFlags), args ...string) *httpEnv {
 	t.Helper()
-	db := memtest.DSN(t)
-	store, err := memory.Open(context.Background(), db, memory.Options{AgentScope: scope})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sf := &serveFlags{}
-	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	addServeFlags(fs, sf)
-	args = append([]string{"--http=127.0.0.1:0", "--jwt-secret=" + testJWTSecret, "--jwt-issuer=test-issuer",
-		"--jwt-audience=nexus", "--agent-scope=" + scope}, args...)
-	if err := fs.Parse(args); err != nil {
-		t.Fatal(err)
-	}
-	if adjust != nil {
-		adjust(sf)
-	}
-	jwtV, err := sf.http.jwtVerifier()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	app, err := newHTTPApp(store, logger, sf, jwtV, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.serve(ctx, ln) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("serve did not return 30 s after cancel")
-		}
-	})
-	base := "http://" + ln.Addr().String()
-	e := &httpEnv{base: base, url: base + "/mcp", db: db, store: store, app: app, logs: logs, stop: stop}
-	t.Cleanup(func() {
-		if err := stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-		store.Close()
-		if t.Failed() {
-			l := logs.String()
-			t.Logf("server log (last 4 KiB):\n%s", l[max(0, len(l)-4096):])
-		}
-	})
-	return e
+	return startHTTP(t, httpTestOpts{scope: scope, serve: adjust, args: args})
 }
 
 // mxHTTPFixture starts the HTTP transport with the fixture's credentials:

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +13,6 @@ import (
 	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/spf13/pflag"
 
 	"github.com/nexus-mcp/nexus-mcp/delegation"
 	"github.com/nexus-mcp/nexus-mcp/memory"
@@ -24,32 +20,10 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
-// relayLog is a goroutine-safe log buffer.
-type relayLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *relayLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *relayLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// relayServer is one nexus-mcp HTTP server on 127.0.0.1:0 over its own
-// database, built like serveHTTP builds it (flags, newHTTPApp, serve).
-type relayServer struct {
-	store *memory.Store
-	url   string // http://127.0.0.1:port/mcp
-	host  string // 127.0.0.1:port
-	logs  *relayLog
-	app   *httpApp
+// startRelayServer serves store on ln with the serve flags args.
+func startRelayServer(t *testing.T, store *memory.Store, ln net.Listener, args ...string) *httpEnv {
+	t.Helper()
+	return startHTTP(t, httpTestOpts{store: store, ln: ln, args: args})
 }
 
 // newRelayStore opens a database with tenant.
@@ -64,44 +38,6 @@ func newRelayStore(t *testing.T, tenant string) *memory.Store {
 		t.Fatal(err)
 	}
 	return store
-}
-
-// startRelayServer serves store on ln with the serve flags args (on top of
-// --http=ADDR).
-func startRelayServer(t *testing.T, store *memory.Store, ln net.Listener, args ...string) *relayServer {
-	t.Helper()
-	sf := &serveFlags{}
-	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
-	addServeFlags(fs, sf)
-	if err := fs.Parse(append([]string{"--http=" + ln.Addr().String()}, args...)); err != nil {
-		t.Fatal(err)
-	}
-	logs := &relayLog{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	app, err := newHTTPApp(store, logger, sf, nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("serve did not return 30 s after cancel")
-		}
-		if t.Failed() {
-			l := logs.String()
-			t.Logf("server %s log (last 4 KiB):\n%s", ln.Addr(), l[max(0, len(l)-4096):])
-		}
-	})
-	host := ln.Addr().String()
-	return &relayServer{store: store, url: "http://" + host + "/mcp", host: host, logs: logs, app: app}
 }
 
 func listenLoopback(t *testing.T) net.Listener {
