@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -67,12 +66,7 @@ func TestStdioLargeGraphPagesWithGoSDK(t *testing.T) {
 	mustCLI(t, "--db", db, "tenants", "create", "default")
 	mustCLI(t, "--db", db, "import", "--tenant", "default", jsonl)
 
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "serve", "--db", db, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir(), "NEXUS_API_KEY=")
+	cmd := serverCommand(t, []string{"NEXUS_API_KEY="}, "serve", "--db", db, "--log-level", "warn")
 	cmd.Stderr = os.Stderr
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()

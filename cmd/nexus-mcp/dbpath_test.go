@@ -15,16 +15,11 @@ import (
 // returns its stdout, stderr and exit code.
 func runExe(t *testing.T, env []string, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir()), env...)
+	cmd := serverCommand(t, env, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err = cmd.Run()
+	err := cmd.Run()
 	var ee *exec.ExitError
 	switch {
 	case errors.As(err, &ee):

@@ -7,20 +7,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, for openRO on PostgreSQL
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver, for openRO on PostgreSQL
 
 	"github.com/mark3labs/mcp-go/server"
 	_ "modernc.org/sqlite" // the tests read the database file directly, read-only
@@ -381,59 +380,6 @@ func TestDurabilityConcurrentWriters(t *testing.T) {
 	t.Logf("metric five_xx=%d", fiveXX.Load())
 	t.Logf("metric reads=%d", reads.Load())
 }
-
-// serverProc is the test binary running `serve --http 127.0.0.1:0` as a
-// subprocess that handles SIGTERM like the real binary.
-type serverProc struct {
-	cmd    *exec.Cmd
-	addr   string
-	stderr *lockedBuffer
-	exited chan struct{}
-	err    error // Wait's result, after exited is closed
-}
-
-// startupAddr finds the address in the HTTP start-up line, text or JSON.
-var startupAddr = regexp.MustCompile(`msg="nexus-mcp starting".* transport=http addr=(127\.0\.0\.1:\d+)|"msg":"nexus-mcp starting".*"transport":"http","addr":"(127\.0\.0\.1:\d+)"`)
-
-// startServerProc starts the server on db and waits for its start-up line.
-func startServerProc(tb testing.TB, db string, extra ...string) *serverProc {
-	tb.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	args := append([]string{"serve", "--http=127.0.0.1:0", "--db", db, "--log-level", "info"}, extra...)
-	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+tb.TempDir())
-	p := &serverProc{cmd: cmd, stderr: &lockedBuffer{}, exited: make(chan struct{})}
-	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.exited
-	})
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if m := startupAddr.FindStringSubmatch(p.stderr.String()); m != nil {
-			p.addr = m[1] + m[2] // one of the two is empty
-			return p
-		}
-		select {
-		case <-p.exited:
-			tb.Fatalf("server exited before start-up: %v\n%s", p.err, p.stderr.String())
-		default:
-		}
-	}
-	tb.Fatalf("no start-up line within 60 s:\n%s", p.stderr.String())
-	return nil
-}
-
-func (p *serverProc) url() string { return "http://" + p.addr + "/mcp" }
 
 // newTenantKey creates tenant and an API key in db through the CLI.
 func newTenantKey(tb testing.TB, db, tenant string) string {

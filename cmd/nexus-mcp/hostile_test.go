@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -581,15 +580,11 @@ type stdioRaw struct {
 
 func startStdioRaw(t *testing.T) *stdioRaw {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	db := memtest.DSN(t)
-	cmd := exec.Command(exe, "serve", "--db", db, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir())
+	cmd := serverCommand(t, nil, "serve", "--db", db, "--log-level", "warn")
 	s := &stdioRaw{lines: make(chan []byte, 1024), stderr: &lockedBuffer{}, cmd: cmd, seen: map[string]*rpcResponse{}, db: db}
 	cmd.Stderr = s.stderr
+	var err error
 	if s.in, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}

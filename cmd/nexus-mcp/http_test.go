@@ -8,8 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -44,160 +42,6 @@ import (
 // testJWTSecret is the HS256 secret of the test servers (32 bytes).
 const testJWTSecret = "0123456789abcdef0123456789abcdef"
 
-// lockedBuffer is a goroutine-safe log sink.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// httpTestOpts configure startHTTP.
-type httpTestOpts struct {
-	flags      func(*httpFlags)
-	serve      func(*serveFlags) // sets serve flags beyond the HTTP ones
-	args       []string          // serve flags, parsed after the defaults
-	mcpOptions []server.ServerOption
-	devHeaders bool
-	setup      func(*httpserver.Config)
-	// scope is the agent registry scope of the database and of
-	// --agent-scope (default global).
-	scope string
-	// store is served instead of a new database; its owner closes it.
-	store *memory.Store
-	// ln is listened on instead of a new 127.0.0.1:0 listener.
-	ln net.Listener
-	// sqlite keeps the database a SQLite file even when the suite runs on
-	// PostgreSQL, for tests that read the database file itself.
-	sqlite bool
-	// oauthIssuers turns on OAuth mode with these issuers; the resource
-	// URL is the server's own /mcp URL.
-	oauthIssuers []string
-}
-
-// httpEnv is a running HTTP transport on loopback with the full
-// middleware chain.
-type httpEnv struct {
-	base  string // http://127.0.0.1:port
-	host  string // 127.0.0.1:port
-	url   string // base + "/mcp"
-	db    string // "" when the store was given
-	store *memory.Store
-	app   *httpApp
-	logs  *lockedBuffer
-	stop  func() error // shuts down gracefully (idempotent)
-}
-
-// startHTTP starts the transport the way serveHTTP does: same flags and
-// defaults (plus an HS256 JWT key, issuer and audience), same constructor,
-// same serve loop. It is the one way the tests start an HTTP server in
-// this process.
-func startHTTP(tb testing.TB, o httpTestOpts) *httpEnv {
-	tb.Helper()
-	if o.scope == "" {
-		o.scope = memory.AgentScopeGlobal
-	}
-	store, db := o.store, ""
-	if store == nil {
-		db = memtest.DSN(tb)
-		if o.sqlite {
-			db = filepath.Join(tb.TempDir(), "nexus.db")
-		}
-		var err error
-		if store, err = memory.Open(context.Background(), db, memory.Options{AgentScope: o.scope}); err != nil {
-			tb.Fatal(err)
-		}
-		tb.Cleanup(func() { store.Close() })
-	}
-	ln := o.ln
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-			tb.Fatal(err)
-		}
-	}
-	sf := &serveFlags{}
-	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
-	addServeFlags(fs, sf)
-	args := append([]string{"--http=" + ln.Addr().String(), "--jwt-secret=" + testJWTSecret, "--jwt-issuer=test-issuer",
-		"--jwt-audience=nexus", "--agent-scope=" + o.scope}, o.args...)
-	if err := fs.Parse(args); err != nil {
-		tb.Fatal(err)
-	}
-	if len(o.oauthIssuers) > 0 {
-		sf.http.oauth = oauthFlags{issuers: o.oauthIssuers, resourceURL: "http://" + ln.Addr().String() + "/mcp"}
-	}
-	if o.flags != nil {
-		o.flags(&sf.http)
-	}
-	if o.serve != nil {
-		o.serve(sf)
-	}
-	sf.mcpOptions = o.mcpOptions
-	jwtV, err := sf.http.jwtVerifier()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	var adjust []func(*httpserver.Config)
-	if o.setup != nil {
-		adjust = append(adjust, o.setup)
-	}
-	app, err := newHTTPApp(store, logger, sf, jwtV, o.devHeaders, adjust...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.serve(ctx, ln) }()
-	stop := sync.OnceValue(func() error {
-		cancel()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(30 * time.Second):
-			return fmt.Errorf("serve did not return 30 s after cancel")
-		}
-	})
-	host := ln.Addr().String()
-	e := &httpEnv{base: "http://" + host, host: host, url: "http://" + host + "/mcp", db: db, store: store, app: app, logs: logs, stop: stop}
-	tb.Cleanup(func() { // runs before the store's Cleanup (last in, first out)
-		if err := stop(); err != nil {
-			tb.Errorf("stop: %v", err)
-		}
-		if tb.Failed() {
-			l := logs.String()
-			tb.Logf("server %s log (last 4 KiB):\n%s", host, l[max(0, len(l)-4096):])
-		}
-	})
-	return e
-}
-
-// newKey creates tenant (if needed) and a key in it.
-func (e *httpEnv) newKey(tb testing.TB, nk memory.NewKey) string {
-	tb.Helper()
-	ctx := context.Background()
-	if err := e.store.EnsureTenant(ctx, nk.TenantID); err != nil {
-		tb.Fatal(err)
-	}
-	key, _, err := e.store.CreateAPIKey(ctx, nk)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return key
-}
-
 // testJWT signs an HS256 token for tenant and sub with the test secret.
 func testJWT(tb testing.TB, tenant, sub string) string {
 	tb.Helper()
@@ -213,34 +57,6 @@ func testJWT(tb testing.TB, tenant, sub string) string {
 }
 
 func bearer(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
-
-// mcpGoClient returns an initialized mcp-go streamable HTTP client. legacy
-// pins the initialize handshake (sessions); otherwise the client negotiates
-// the newest, session-less protocol.
-func mcpGoClient(tb testing.TB, url string, headers map[string]string, legacy bool) (*client.Client, *transport.StreamableHTTP) {
-	tb.Helper()
-	tr, err := transport.NewStreamableHTTP(url, transport.WithHTTPHeaders(headers))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var opts []client.ClientOption
-	if legacy {
-		opts = append(opts, client.WithProtocolVersion(mcp.LATEST_LEGACY_PROTOCOL_VERSION))
-	}
-	c := client.NewClient(tr, opts...)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.Start(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Close() })
-	var init mcp.InitializeRequest
-	init.Params.ClientInfo = mcp.Implementation{Name: "http-test", Version: "1"}
-	if _, err := c.Initialize(ctx, init); err != nil {
-		tb.Fatalf("initialize: %v", err)
-	}
-	return c, tr
-}
 
 // resultText joins the text content of a result.
 func resultText(res *mcp.CallToolResult) string {
@@ -402,35 +218,6 @@ func slowTool(d time.Duration, started chan<- struct{}, outcome chan<- string) s
 				}
 			})
 	}
-}
-
-// sdkClient connects the official Go SDK client with headers added by a
-// RoundTripper.
-func sdkClient(tb testing.TB, url string, headers map[string]string) *sdk.ClientSession {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	hc := &http.Client{Transport: headerRoundTripper{headers: headers, base: http.DefaultTransport}}
-	c := sdk.NewClient(&sdk.Implementation{Name: "go-sdk-test", Version: "1"}, nil)
-	cs, err := c.Connect(ctx, &sdk.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1}, nil)
-	if err != nil {
-		tb.Fatalf("go-sdk connect: %v", err)
-	}
-	tb.Cleanup(func() { cs.Close() })
-	return cs
-}
-
-type headerRoundTripper struct {
-	headers map[string]string
-	base    http.RoundTripper
-}
-
-func (h headerRoundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	for k, v := range h.headers {
-		r.Header.Set(k, v)
-	}
-	return h.base.RoundTrip(r)
 }
 
 // toolCaller abstracts the two client libraries for TestHTTPClients.

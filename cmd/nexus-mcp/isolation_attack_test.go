@@ -6,12 +6,13 @@ import (
 	"time"
 
 	"context"
-	"github.com/mark3labs/mcp-go/client"
-	"github.com/mark3labs/mcp-go/mcp"
-	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/mcp"
+	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 
 	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"

@@ -13,8 +13,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
-	"os/exec"
 	"reflect"
 	"regexp"
 	"slices"
@@ -397,12 +395,7 @@ func mxStdioFixtureScope(t *testing.T, scope string) *mxFixture {
 // raw tools/call line and returns the response line with its id.
 func mxRawStdio(t *testing.T, db string, env []string, key string) func(tool, rawArgs string) string {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "serve", "--db", db, "--log-level", "warn")
-	cmd.Env = append(append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir()), append(env, "NEXUS_API_KEY="+key)...)
+	cmd := serverCommand(t, append(env, "NEXUS_API_KEY="+key), "serve", "--db", db, "--log-level", "warn")
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -18,12 +17,7 @@ import (
 // returns every JSON-RPC message it wrote, keyed by id, and its stderr.
 func pipedSession(t *testing.T, db string, lines []string, extra ...string) (map[string]map[string]any, string) {
 	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, append([]string{"serve", "--db", db}, extra...)...)
-	cmd.Env = append(os.Environ(), "NEXUS_E2E_SERVER=1", "HOME="+t.TempDir())
+	cmd := serverCommand(t, nil, append([]string{"serve", "--db", db}, extra...)...)
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)

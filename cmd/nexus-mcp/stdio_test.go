@@ -20,34 +20,6 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/memory/memtest"
 )
 
-// stdioClient starts the test binary as a stdio server on db with extra env
-// and returns an initialized mcp-go client.
-func stdioClient(t testing.TB, db string, env ...string) *client.Client {
-	t.Helper()
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	env = append([]string{"NEXUS_E2E_SERVER=1", "HOME=" + t.TempDir()}, env...)
-	c, err := client.NewStdioMCPClientWithOptions(exe, env, []string{"serve", "--db", db, "--log-level", "warn"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.Start(ctx); err != nil { // registers the notification handler
-		t.Fatal(err)
-	}
-	init := mcp.InitializeRequest{}
-	init.Params.ProtocolVersion = "2025-06-18"
-	init.Params.ClientInfo = mcp.Implementation{Name: "e2e", Version: "1"}
-	if _, err := c.Initialize(ctx, init); err != nil {
-		t.Fatalf("initialize: %v", err)
-	}
-	return c
-}
-
 // callTool calls a tool through an mcp-go client, over stdio or HTTP, and
 // fails t on a transport error (a tool error is the result's IsError).
 func callTool(t testing.TB, c *client.Client, name string, args any) *mcp.CallToolResult {
@@ -220,7 +192,6 @@ func TestStdioRefusesBadKey(t *testing.T) {
 	mustCLI(t, "--db", db, "tenants", "create", "off")
 	disabled := strings.TrimSpace(mustCLI(t, "--db", db, "keys", "create", "--tenant", "off"))
 	mustCLI(t, "--db", db, "tenants", "disable", "off")
-	exe, _ := os.Executable()
 	for name, key := range map[string]string{
 		"unknown":         "nxk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
 		"revoked":         revoked,
@@ -229,8 +200,7 @@ func TestStdioRefusesBadKey(t *testing.T) {
 		"disabled tenant": disabled,
 	} {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(exe, "serve", "--db", db)
-			cmd.Env = append(os.Environ(), "NEXUS_E2E_SERVER=1", "NEXUS_API_KEY="+key)
+			cmd := serverCommand(t, []string{"NEXUS_API_KEY=" + key}, "serve", "--db", db)
 			cmd.Stdin = strings.NewReader("")
 			var stderr, stdout strings.Builder
 			cmd.Stderr, cmd.Stdout = &stderr, &stdout
