@@ -86,6 +86,9 @@ type rankVariant struct {
 	// mu > 0 ranks by query likelihood with Dirichlet smoothing instead
 	// (the entities holding at least one query term).
 	mu float64
+	// nbr: each entity also gets nbr times the scores of the entities
+	// written just before and after it (write-order locality).
+	nbr float64
 }
 
 func baseVariant() rankVariant {
@@ -139,6 +142,12 @@ func recallVariants() []rankVariant {
 		v := baseVariant()
 		v.prox = w
 		v.name = fmt.Sprintf("prox=%.2f", w)
+		vs = append(vs, v)
+	}
+	for _, w := range []float64{0.1, 0.3, 0.5, 0.7} {
+		v := baseVariant()
+		v.nbr = w
+		v.name = fmt.Sprintf("nbr=%.1f", w)
 		vs = append(vs, v)
 	}
 	for _, fb := range [][3]float64{{3, 10, 0.7}, {5, 10, 0.8}, {5, 20, 0.8}, {10, 10, 0.9}} {
@@ -342,6 +351,19 @@ func (c *variantConv) rank(q string, v rankVariant) []string {
 			ew = append(ew, x)
 		}
 		scores = c.score(v, et, ew)
+	}
+	if v.nbr > 0 {
+		sm := map[int]float64{}
+		for i, x := range scores {
+			sm[i] += x
+			for _, j := range []int{i - 1, i + 1} {
+				if j < 0 || j >= len(c.docs) {
+					continue
+				}
+				sm[j] += v.nbr * x
+			}
+		}
+		scores = sm
 	}
 	top := c.top(scores, 10)
 	out := make([]string, len(top))
