@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log"
 	"log/slog"
 	"os"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/nexus-mcp/nexus-mcp/cmd/nexus-mcp/internal/stdioserver"
 	"github.com/nexus-mcp/nexus-mcp/memory"
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 	"github.com/nexus-mcp/nexus-mcp/tools"
@@ -213,20 +213,5 @@ func serveStdio(ctx context.Context, g *globalFlags, sf *serveFlags, stdin io.Re
 		"tenant", rc.TenantID, "user", rc.UserID, "transport", "stdio")
 
 	s := newMCPServer(store, logger, sf, stdioRecheck(store, rc))
-	stdio := server.NewStdioServer(s)
-	server.WithWorkerPoolSize(16)(stdio)
-	stdio.SetErrorLogger(log.New(stderr, "mcp-go: ", log.LstdFlags))
-	stdio.SetContextFunc(func(ctx context.Context) context.Context {
-		return tenancy.NewContext(ctx, rc)
-	})
-	// Listen cancels whatever is running once its input ends; the drain
-	// ends that input only after in-flight requests are answered (or
-	// --shutdown-timeout), on EOF and on SIGTERM/SIGINT alike.
-	drain := newStdioDrain()
-	in := drain.reader(ctx, stdin, sf.http.shutdownTimeout, logger)
-	err = stdio.Listen(context.WithoutCancel(ctx), in, drain.writer(stdout))
-	if err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
+	return stdioserver.Serve(ctx, s, rc, stdin, stdout, stderr, sf.http.shutdownTimeout, logger)
 }

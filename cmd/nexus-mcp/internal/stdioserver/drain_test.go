@@ -1,4 +1,4 @@
-package main
+package stdioserver
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -15,7 +16,7 @@ import (
 // answered holds it for the shutdown timeout only.
 func TestStdioDrainWaitsForAnswers(t *testing.T) {
 	for _, answered := range []bool{true, false} {
-		var logs lockedBuffer
+		var logs syncBuffer
 		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		d := newStdioDrain()
 		stdin := strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}` + "\n" +
@@ -61,4 +62,23 @@ func TestStdioDrainWaitsForAnswers(t *testing.T) {
 			t.Errorf("answered=%v: log %q, want %q", answered, logs.String(), wantLog)
 		}
 	}
+}
+
+// syncBuffer is a log buffer the drain's goroutines write while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
