@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"slices"
 )
 
 // The knowledge graph's types and writes; reads are in graphread.go,
@@ -114,15 +113,13 @@ func (s *Store) CreateEntities(ctx context.Context, entities []Entity) ([]Entity
 		}
 		k := 0
 		for i, e := range entities {
-			id, ok := ids[i]
-			if !ok {
+			if _, ok := ids[i]; !ok {
 				continue
 			}
 			e.Observations = added[k]
 			k++
 			e.CreatedAt, e.UpdatedAt = t.now, t.now
 			created = append(created, e)
-			t.indexChanged(tenant, id)
 		}
 		return nil
 	})
@@ -189,7 +186,7 @@ func insertEntities(t *txn, tenant string, es []Entity) (map[int]int64, error) {
 	for i, e := range es {
 		if id, ok := byName[e.Name]; ok {
 			ids[i] = id
-			t.embedChanged(tenant, id)
+			t.textChanged(tenant, id)
 			delete(byName, e.Name) // a repeated name belongs to its first occurrence
 		}
 	}
@@ -241,7 +238,7 @@ func insertObservations(t *txn, tenant string, items []entityObservations) ([][]
 			return nil, err
 		}
 		inserted[k] = true
-		t.embedChanged(tenant, k.id)
+		t.textChanged(tenant, k.id)
 	}
 	if err := res.Err(); err != nil {
 		return nil, err
@@ -339,19 +336,14 @@ func (s *Store) AddObservations(ctx context.Context, adds []ObservationAdd) ([]O
 			return fmt.Errorf("add observations: %w", err)
 		}
 		out = make([]ObservationsAdded, len(adds))
-		var changed []int64
 		for i, a := range adds {
 			out[i] = ObservationsAdded{EntityName: a.EntityName, Added: added[i]}
 			if len(added[i]) > 0 {
 				if _, err := t.exec(`UPDATE entities SET updated_at = ? WHERE tenant_id = ? AND id = ?`, t.now, tenant, items[i].id); err != nil {
 					return err
 				}
-				if !slices.Contains(changed, items[i].id) {
-					changed = append(changed, items[i].id)
-				}
 			}
 		}
-		t.indexChanged(tenant, changed...)
 		return nil
 	})
 	if err != nil {
@@ -407,8 +399,7 @@ func (s *Store) DeleteObservations(ctx context.Context, dels []ObservationDeleti
 					t.now, tenant, d.EntityName).Scan(&id); err != nil {
 					return err
 				}
-				t.embedChanged(tenant, id)
-				t.indexChanged(tenant, id)
+				t.textChanged(tenant, id)
 			}
 		}
 		return nil

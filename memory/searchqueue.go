@@ -44,6 +44,16 @@ func (t *txn) indexChanged(tenant string, ids ...int64) {
 	}
 }
 
+// textChanged notes, in the caller's transaction, that the text of
+// tenant's entities ids changed: the word index and the embeddings both
+// queue them. Every statement that inserts or removes an entity's text
+// calls it (a deleted entity's vector goes with it, so deletions call
+// indexChanged alone).
+func (t *txn) textChanged(tenant string, ids ...int64) {
+	t.indexChanged(tenant, ids...)
+	t.embedChanged(tenant, ids...)
+}
+
 // flushSearchQueue queues the entities noted by indexChanged.
 func flushSearchQueue(t *txn) error {
 	if len(t.searchIDs) == 0 {

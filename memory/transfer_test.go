@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
@@ -45,5 +46,39 @@ func TestImportOnce(t *testing.T) {
 	}
 	if _, _, err := s.ImportOnce(context.Background(), "/x", "s", ents, nil); !errors.Is(err, tenancy.ErrNoTenant) {
 		t.Errorf("ImportOnce without a tenant = %v, want ErrNoTenant", err)
+	}
+}
+
+// TestImportedEntitiesAreSearchable: entities and observations that an
+// import (the CLI's, or MEMORY_FILE_PATH's at start-up) brings into a
+// running store are found by ranked search right away, like created ones
+// (the control), without reopening the store.
+func TestImportedEntitiesAreSearchable(t *testing.T) {
+	s := newTestStore(t)
+	a := as("a")
+	if _, err := s.CreateEntities(a, []Entity{{Name: "created", EntityType: "t", Observations: []string{"walrus habitat"}}}); err != nil {
+		t.Fatal(err)
+	}
+	ents := []Entity{{Name: "imported", EntityType: "t", Observations: []string{"narwhal migration"}},
+		{Name: "created", EntityType: "t", Observations: []string{"narwhal sighting"}}}
+	if _, err := s.Import(a, ents, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.ImportOnce(a, "/home/u/memory.jsonl", "sum", []Entity{{Name: "from-file", EntityType: "t", Observations: []string{"beluga pod"}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for q, want := range map[string][]string{"walrus": {"created"}, "narwhal": {"created", "imported"}, "beluga": {"from-file"}} {
+		res, err := s.SearchEntities(a, SearchQuery{Query: q, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, h := range res.Hits {
+			got = append(got, h.Name)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("search %q = %v, want %v", q, got, want)
+		}
 	}
 }
