@@ -17,7 +17,7 @@ import (
 
 // metrics are the Prometheus series of the HTTP transport, on a registry of
 // their own (nothing registers globally). Tenant IDs appear as labels only
-// with --metrics-tenant-labels: they are customer names and unbounded.
+// with Config.MetricsTenantLabels: they are customer names and unbounded.
 type metrics struct {
 	reg          *prometheus.Registry
 	tenantLabels bool

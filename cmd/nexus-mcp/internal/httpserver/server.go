@@ -165,7 +165,7 @@ type Server struct {
 func New(cfg Config) (*Server, error) {
 	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("--http %q: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("listen address %q: %w", cfg.Addr, err)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

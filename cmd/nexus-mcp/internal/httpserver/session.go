@@ -74,7 +74,7 @@ func (p principal) hash() string {
 //   - confines notifications/cancelled to the sender's own requests
 //     (inflightRequests): mcp-go keys 2026-07-28 requests by JSON-RPC id
 //     alone, so a cancel reaching it could end another tenant's call;
-//   - reads the body once (413 past --max-body, even when chunked), lifts
+//   - reads the body once (413 past Config.MaxBody, even when chunked), lifts
 //     the request read deadline, and renews a write deadline on every
 //     write.
 //
