@@ -98,6 +98,10 @@ type Store struct {
 	// arguments of each substring search's candidate query, in its
 	// transaction.
 	onSubstringQuery func(t *txn, q string, args []any)
+	// onIndexBatch, when set (by tests), is called in the indexing
+	// transaction after each full batch of queued entities it indexed,
+	// before it looks for waiting writes (indexQueued).
+	onIndexBatch func(t *txn)
 	// postings keeps recent posting lists of ranked search (lexcache.go).
 	postings *postingsCache
 

@@ -83,6 +83,13 @@ func (g *writeGate) acquire(ctx context.Context, tenant string) error {
 	return ctx.Err()
 }
 
+// contended reports whether a write waits for its turn.
+func (g *writeGate) contended() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.ring) > 0
+}
+
 // grant starts tenant's write; g.mu is held.
 func (g *writeGate) grant(tenant string) {
 	v := max(g.vtime[tenant], g.clock)
