@@ -174,11 +174,14 @@ func TestIndexQueuedYieldsToWaitingWrites(t *testing.T) {
 		if len(txns) > 1 {
 			return
 		}
-		go func() { // b's write waits for the indexing transaction
-			_, err := s.CreateEntities(as("b"), []Entity{{Name: "Ledger", EntityType: "database"}})
+		go func() { // a's own write waits for the indexing transaction (on every engine)
+			_, err := s.CreateEntities(a, []Entity{{Name: "Ledger", EntityType: "database"}})
 			waiter <- err
 		}()
-		for !s.gate.contended() {
+		for deadline := time.Now().Add(10 * time.Second); !s.gate.contended(); {
+			if time.Now().After(deadline) {
+				t.Fatal("the write never waited for the indexing transaction")
+			}
 			runtime.Gosched()
 		}
 	}
@@ -186,7 +189,7 @@ func TestIndexQueuedYieldsToWaitingWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := <-waiter; err != nil {
-		t.Fatalf("b's write: %v", err)
+		t.Fatalf("the waiting write: %v", err)
 	}
 	if len(txns) != 3 || txns[0] == txns[1] || txns[1] != txns[2] {
 		t.Errorf("with a write waiting after the first batch: transactions %p, want the first alone, then the other two together", txns)
