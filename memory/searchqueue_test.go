@@ -2,6 +2,8 @@ package memory
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
@@ -133,5 +135,69 @@ func TestSearchQueueSurvivesRestart(t *testing.T) {
 	}
 	if docs != 1 {
 		t.Errorf("search_docs rows after reopening = %d, want 1", docs)
+	}
+}
+
+// An indexing transaction commits after the batch during which another
+// write began to wait, so that write waits for one batch; with no write
+// waiting it indexes batch after batch in one transaction (the control).
+func TestIndexQueuedYieldsToWaitingWrites(t *testing.T) {
+	s := newTestStore(t)
+	s.stopSearchIndexer()
+	s.stopChangeWriter() // no write but the test's own
+	s.stopFTSMerger()
+	a := as("a")
+	queue := func(prefix string) {
+		t.Helper()
+		var es []Entity
+		for i := range 3 * searchIndexBatch {
+			es = append(es, Entity{Name: fmt.Sprintf("%s%d", prefix, i), EntityType: "service"})
+		}
+		mustCreate(t, s, a, es...)
+	}
+	var txns []*txn // the transaction of each full batch, in order
+	s.onIndexBatch = func(tx *txn) { txns = append(txns, tx) }
+
+	queue("quiet")
+	if err := s.indexQueued(a, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if len(txns) != 3 || txns[0] != txns[1] || txns[1] != txns[2] {
+		t.Fatalf("control: %d full batches in transactions %p, want 3 in one", len(txns), txns)
+	}
+
+	queue("busy")
+	txns = nil
+	waiter := make(chan error, 1)
+	s.onIndexBatch = func(tx *txn) {
+		txns = append(txns, tx)
+		if len(txns) > 1 {
+			return
+		}
+		go func() { // a's own write waits for the indexing transaction (on every engine)
+			_, err := s.CreateEntities(a, []Entity{{Name: "Ledger", EntityType: "database"}})
+			waiter <- err
+		}()
+		for deadline := time.Now().Add(10 * time.Second); !s.gate.contended(); {
+			if time.Now().After(deadline) {
+				t.Fatal("the write never waited for the indexing transaction")
+			}
+			runtime.Gosched()
+		}
+	}
+	if err := s.indexQueued(a, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waiter; err != nil {
+		t.Fatalf("the waiting write: %v", err)
+	}
+	if len(txns) != 3 || txns[0] == txns[1] || txns[1] != txns[2] {
+		t.Errorf("with a write waiting after the first batch: transactions %p, want the first alone, then the other two together", txns)
+	}
+	if n := queued(t, s, "a"); n != 0 {
+		t.Errorf("queued after indexing = %d, want 0", n)
+	}
+	if got := searchNames(t, s, "a", "busy17"); len(got) != 1 {
+		t.Errorf("search for the last entity queued = %v, want [busy17]", got)
 	}
 }

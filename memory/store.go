@@ -98,6 +98,10 @@ type Store struct {
 	// arguments of each substring search's candidate query, in its
 	// transaction.
 	onSubstringQuery func(t *txn, q string, args []any)
+	// onIndexBatch, when set (by tests), is called in the indexing
+	// transaction after each full batch of queued entities it indexed,
+	// before it looks for waiting writes (indexQueued).
+	onIndexBatch func(t *txn)
 	// postings keeps recent posting lists of ranked search (lexcache.go).
 	postings *postingsCache
 
@@ -509,8 +513,14 @@ func (s *Store) Ping(ctx context.Context) error {
 // write runs fn in one IMMEDIATE transaction on the writer connection, with
 // the time read once.
 func (s *Store) write(ctx context.Context, fn func(t *txn) error) error {
+	return s.writeTurn(ctx, false, fn)
+}
+
+// writeTurn is write; a background write (the word indexer's) waiting for
+// its turn does not make the writer contended for others (writeGate).
+func (s *Store) writeTurn(ctx context.Context, background bool, fn func(t *txn) error) error {
 	tenant, _ := tenancy.TenantFromContext(ctx)
-	if err := s.gate.acquire(ctx, tenant); err != nil {
+	if err := s.gate.acquire(ctx, tenant, background); err != nil {
 		return fmt.Errorf("wait for the writer: %w", err)
 	}
 	defer s.gate.release(tenant)

@@ -28,11 +28,14 @@ type writeGate struct {
 	ring    []string                 // tenants with waiters, in arrival order
 	vtime   map[string]time.Duration // per tenant: writer time used, shifted (see above)
 	clock   time.Duration            // the virtual time of the latest turn
+	// foreground counts the waiters that are not background writes.
+	foreground int
 }
 
 type gateWaiter struct {
-	ch      chan struct{} // closed when granted
-	granted bool
+	ch         chan struct{} // closed when granted
+	granted    bool
+	background bool // does not count for contended
 }
 
 func newWriteGate(slots int) *writeGate {
@@ -40,8 +43,10 @@ func newWriteGate(slots int) *writeGate {
 		waiting: map[string][]*gateWaiter{}, vtime: map[string]time.Duration{}}
 }
 
-// acquire waits for tenant's turn, or returns ctx's error (holding nothing).
-func (g *writeGate) acquire(ctx context.Context, tenant string) error {
+// acquire waits for tenant's turn, or returns ctx's error (holding
+// nothing). A background waiter takes its turn as any other, but does not
+// count for contended.
+func (g *writeGate) acquire(ctx context.Context, tenant string, background bool) error {
 	g.mu.Lock()
 	if _, busy := g.active[tenant]; g.slots > 0 && !busy && len(g.waiting[tenant]) == 0 {
 		// a free slot means no waiter could take it (each waiting tenant
@@ -50,7 +55,10 @@ func (g *writeGate) acquire(ctx context.Context, tenant string) error {
 		g.mu.Unlock()
 		return nil
 	}
-	w := &gateWaiter{ch: make(chan struct{})}
+	w := &gateWaiter{ch: make(chan struct{}), background: background}
+	if !background {
+		g.foreground++
+	}
 	if len(g.waiting[tenant]) == 0 {
 		g.ring = append(g.ring, tenant)
 	}
@@ -71,6 +79,9 @@ func (g *writeGate) acquire(ctx context.Context, tenant string) error {
 	q := g.waiting[tenant]
 	if i := slices.Index(q, w); i >= 0 {
 		q = slices.Delete(q, i, i+1)
+		if !w.background {
+			g.foreground--
+		}
 	}
 	if len(q) == 0 {
 		delete(g.waiting, tenant)
@@ -81,6 +92,14 @@ func (g *writeGate) acquire(ctx context.Context, tenant string) error {
 	g.dispatch() // a slot may be free and held back for this waiter
 	g.mu.Unlock()
 	return ctx.Err()
+}
+
+// contended reports whether a write other than a background one waits
+// for its turn.
+func (g *writeGate) contended() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.foreground > 0
 }
 
 // grant starts tenant's write; g.mu is held.
@@ -132,6 +151,9 @@ func (g *writeGate) dispatch() {
 			g.waiting[t] = q[1:]
 		}
 		g.grant(t)
+		if !w.background {
+			g.foreground--
+		}
 		w.granted = true
 		close(w.ch)
 	}

@@ -18,14 +18,14 @@ func TestWriteGateFairOrder(t *testing.T) {
 	now := time.Unix(0, 0)
 	g.now = func() time.Time { return now } // only this goroutine moves it, before the waiters run
 	ctx := context.Background()
-	if err := g.acquire(ctx, "h"); err != nil { // h holds the writer
+	if err := g.acquire(ctx, "h", false); err != nil { // h holds the writer
 		t.Fatal(err)
 	}
 	order := make(chan string, 8)
 	wait := func(ctx context.Context, tenant, name string) <-chan error {
 		done := make(chan error, 1)
 		go func() {
-			err := g.acquire(ctx, tenant)
+			err := g.acquire(ctx, tenant, false)
 			if err == nil {
 				order <- name
 				g.release(tenant)
@@ -102,7 +102,7 @@ func TestWriteGateNoBankedCredit(t *testing.T) {
 	ctx := context.Background()
 	write := func(tenant string) { // uncontended: acquire returns at once
 		t.Helper()
-		if err := g.acquire(ctx, tenant); err != nil {
+		if err := g.acquire(ctx, tenant, false); err != nil {
 			t.Fatal(err)
 		}
 		now = now.Add(time.Millisecond)
@@ -114,14 +114,14 @@ func TestWriteGateNoBankedCredit(t *testing.T) {
 	}
 	// Both tenants keep one write waiting at all times: a turn's holder
 	// queues its next write before releasing.
-	if err := g.acquire(ctx, "h"); err != nil {
+	if err := g.acquire(ctx, "h", false); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	granted := make(chan string)
 	next := func(tenant string) {
 		go func() {
-			if err := g.acquire(ctx, tenant); err == nil {
+			if err := g.acquire(ctx, tenant, false); err == nil {
 				granted <- tenant
 			}
 		}()
@@ -162,4 +162,58 @@ func TestWriteGateNoBankedCredit(t *testing.T) {
 	if want := []string{"q", "h", "q", "h", "q", "h", "q", "h"}; !slices.Equal(got, want) {
 		t.Errorf("turns = %v, want %v", got, want)
 	}
+}
+
+// A background write waiting for its turn (the word indexer's) leaves the
+// writer uncontended, so the holder may keep it; another write waiting
+// makes it contended (the control), until it is granted or gives up.
+func TestWriteGateContended(t *testing.T) {
+	g := newWriteGate(1)
+	ctx := context.Background()
+	if err := g.acquire(ctx, "h", false); err != nil {
+		t.Fatal(err)
+	}
+	waitQueued := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			g.mu.Lock()
+			q := 0
+			for _, ws := range g.waiting {
+				q += len(ws)
+			}
+			g.mu.Unlock()
+			if q == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d waiters queued, want %d", q, n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	bg := make(chan error, 1)
+	go func() { bg <- g.acquire(ctx, "i", true) }()
+	waitQueued(1)
+	if g.contended() {
+		t.Errorf("contended() with a background waiter only = true, want false")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	fg := make(chan error, 1)
+	go func() { fg <- g.acquire(cctx, "n", false) }()
+	waitQueued(2)
+	if !g.contended() {
+		t.Errorf("control: contended() with a write waiting = false, want true")
+	}
+	cancel()
+	if err := <-fg; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v, want context.Canceled", err)
+	}
+	if g.contended() {
+		t.Errorf("contended() after the waiting write gave up = true, want false")
+	}
+	g.release("h")
+	if err := <-bg; err != nil {
+		t.Fatal(err)
+	}
+	g.release("i")
 }
