@@ -34,34 +34,16 @@ func TestWriteGateFairOrder(t *testing.T) {
 		}()
 		return done
 	}
-	queued := func(n int) { // wait until n waiters are queued
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			g.mu.Lock()
-			q := 0
-			for _, ws := range g.waiting {
-				q += len(ws)
-			}
-			g.mu.Unlock()
-			if q == n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d waiters queued, want %d", q, n)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	var dones []<-chan error
 	for i, name := range []string{"h1", "h2", "h3"} {
 		dones = append(dones, wait(ctx, "h", name))
-		queued(i + 1)
+		awaitWaiters(t, g, "", i+1)
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	gaveUp := wait(cctx, "x", "x (gave up)")
-	queued(4)
+	awaitWaiters(t, g, "", 4)
 	dones = append(dones, wait(ctx, "n", "n"))
-	queued(5)
+	awaitWaiters(t, g, "", 5)
 	cancel()
 	if err := <-gaveUp; !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled waiter: %v, want context.Canceled", err)
@@ -126,27 +108,12 @@ func TestWriteGateNoBankedCredit(t *testing.T) {
 			}
 		}()
 	}
-	waitQueued := func(tenant string) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			g.mu.Lock()
-			n := len(g.waiting[tenant])
-			g.mu.Unlock()
-			if n > 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no waiter of %s", tenant)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	next("q")
-	waitQueued("q")
+	awaitWaiters(t, g, "q", 1)
 	holder := "h"
 	for range 8 {
 		next(holder)
-		waitQueued(holder)
+		awaitWaiters(t, g, holder, 1)
 		g.mu.Lock()
 		now = now.Add(time.Millisecond)
 		g.mu.Unlock()
@@ -173,34 +140,16 @@ func TestWriteGateContended(t *testing.T) {
 	if err := g.acquire(ctx, "h", false); err != nil {
 		t.Fatal(err)
 	}
-	waitQueued := func(n int) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; {
-			g.mu.Lock()
-			q := 0
-			for _, ws := range g.waiting {
-				q += len(ws)
-			}
-			g.mu.Unlock()
-			if q == n {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d waiters queued, want %d", q, n)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	bg := make(chan error, 1)
 	go func() { bg <- g.acquire(ctx, "i", true) }()
-	waitQueued(1)
+	awaitWaiters(t, g, "", 1)
 	if g.contended() {
 		t.Errorf("contended() with a background waiter only = true, want false")
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	fg := make(chan error, 1)
 	go func() { fg <- g.acquire(cctx, "n", false) }()
-	waitQueued(2)
+	awaitWaiters(t, g, "", 2)
 	if !g.contended() {
 		t.Errorf("control: contended() with a write waiting = false, want true")
 	}
@@ -216,4 +165,27 @@ func TestWriteGateContended(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.release("i")
+}
+
+// awaitWaiters waits until g holds n queued waiters of tenant ("": of
+// every tenant together), failing after 10 s.
+func awaitWaiters(t *testing.T, g *writeGate, tenant string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		g.mu.Lock()
+		q := len(g.waiting[tenant])
+		if tenant == "" {
+			for _, ws := range g.waiting {
+				q += len(ws)
+			}
+		}
+		g.mu.Unlock()
+		if q == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters of %q queued, want %d", q, tenant, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
