@@ -31,7 +31,7 @@ const resourceName = "nexus-mcp"
 func (a *Server) wellKnown(next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", next)
-	if rs := a.auth.OAuth; rs != nil {
+	if rs := a.cfg.Auth.OAuth; rs != nil {
 		meta := server.NewProtectedResourceMetadataHandler(server.ProtectedResourceMetadataConfig{
 			Resource:               rs.Resource(),
 			AuthorizationServers:   rs.Issuers(),
@@ -63,7 +63,7 @@ const (
 // notFound answers every path the server does not serve with JSON, so
 // that a client shows words rather than a text/plain page.
 func (a *Server) notFound(w http.ResponseWriter, _ *http.Request) {
-	if a.auth.OAuth == nil {
+	if a.cfg.Auth.OAuth == nil {
 		writeJSON(w, http.StatusNotFound, bodyNoOAuth)
 		return
 	}
@@ -100,12 +100,12 @@ func (a *Server) scopeCheck(next http.Handler) http.Handler {
 				continue
 			}
 			reason := "insufficient_scope " + need.String()
-			a.log.Info("request denied", "reason", reason, "status", http.StatusForbidden, "tenant", rc.TenantID, "user", rc.UserID, "auth", string(rc.AuthMethod))
+			a.cfg.Logger.Info("request denied", "reason", reason, "status", http.StatusForbidden, "tenant", rc.TenantID, "user", rc.UserID, "auth", string(rc.AuthMethod))
 			a.denied(r, rc, "insufficient_scope", http.StatusForbidden)
 			a.auditDenial(r, rc, "scope.denied", reason, http.StatusForbidden)
 			metaURL := ""
-			if a.auth.OAuth != nil {
-				metaURL = a.auth.OAuth.MetadataURL()
+			if a.cfg.Auth.OAuth != nil {
+				metaURL = a.cfg.Auth.OAuth.MetadataURL()
 			}
 			tenancy.WriteInsufficientScope(w, metaURL, rc.Scopes, need)
 			return

@@ -136,10 +136,9 @@ type Config struct {
 // Server is the HTTP transport: the MCP server behind the middleware chain,
 // the ops endpoints, and the http.Server.
 type Server struct {
-	cfg   Config
-	store Store
-	log   *slog.Logger
-	auth  *tenancy.Authenticator
+	// cfg is the configuration New completed: Trust has the server's
+	// hooks, Auth.OnDenied its metrics and audit.
+	cfg Config
 
 	// hostCheck is true for loopback binds: Host must name loopback.
 	hostCheck bool
@@ -150,7 +149,6 @@ type Server struct {
 	sources  *tenancy.SourceLimiter
 	denials  *denialTally
 	metrics  *metrics
-	trust    delegation.MiddlewareConfig
 	streams  *server.StreamableHTTPServer
 	sessions *sessionGuard
 	tenants  knownTenants
@@ -173,11 +171,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ReadTimeout == 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
 	}
-	a := &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, auth: cfg.Auth, hostCheck: isLoopback(host)}
+	a := &Server{cfg: cfg, hostCheck: isLoopback(host)}
 	a.sessions = newSessionGuard(cfg.Store, cfg.SessionIdleTimeout, cfg.Logger, cfg.Now)
 	a.metrics = newMetrics(cfg.Version, cfg.MetricsTenantLabels, a.sessions.len)
-	a.auth.OnDenied = a.metrics.denied
-	if err := a.auth.Validate(); err != nil {
+	a.cfg.Auth.OnDenied = a.metrics.denied
+	if err := a.cfg.Auth.Validate(); err != nil {
 		return nil, fmt.Errorf("%w; refusing to start", err)
 	}
 	a.denials = newDenialTally(cfg.Store, cfg.Logger, cfg.Now)
@@ -211,7 +209,7 @@ func New(cfg Config) (*Server, error) {
 	)
 	a.sessions.next = a.streams
 	// The EATP trust middleware and the audit of refused requests (trust.go).
-	a.installTrust(cfg.Trust)
+	a.installTrust()
 	return a, nil
 }
 
@@ -237,11 +235,11 @@ func (a *Server) Handler() http.Handler {
 	var h http.Handler = a.sessions
 	h = a.scopeCheck(h)
 	h = a.limiter.Middleware(h)
-	h = delegation.Middleware(a.trust, h)
+	h = delegation.Middleware(a.cfg.Trust, h)
 	h = a.ensureTenant(h)
 	h = tenancy.LargeRequestGate(largeRequestBytes, h)
 	h = accessTenant(h)
-	h = a.sources.Middleware(a.auth.Middleware, h)
+	h = a.sources.Middleware(a.cfg.Auth.Middleware, h)
 	h = tenancy.BodyLimit(a.cfg.MaxBody, h)
 
 	mux := http.NewServeMux()
@@ -255,7 +253,7 @@ func (a *Server) Handler() http.Handler {
 	if a.hostCheck {
 		root = tenancy.HostCheck(loopbackHosts(a.cfg.Addr), root)
 	}
-	return accessLog(a.log, a.metrics.httpMiddleware(writeDeadline(root)))
+	return accessLog(a.cfg.Logger, a.metrics.httpMiddleware(writeDeadline(root)))
 }
 
 // writeDeadline gives every response a fresh write deadline. Without it a
@@ -294,18 +292,18 @@ func (a *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 
-	a.log.Info("shutting down: finishing in-flight requests", "timeout", a.cfg.ShutdownTimeout)
+	a.cfg.Logger.Info("shutting down: finishing in-flight requests", "timeout", a.cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.cfg.ShutdownTimeout)
 	defer cancel()
 	err := a.streams.Shutdown(sctx) // closes SSE streams, then http.Server.Shutdown
 	if err != nil {
-		a.log.Warn("shutdown timed out; closing connections", "err", err)
+		a.cfg.Logger.Warn("shutdown timed out; closing connections", "err", err)
 		_ = a.srv.Close()
 	}
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return fmt.Errorf("serve http: %w", serr)
 	}
-	a.log.Info("stopped")
+	a.cfg.Logger.Info("stopped")
 	return nil
 }
 
@@ -340,8 +338,8 @@ func (a *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 func (a *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := a.store.Ping(ctx); err != nil {
-		a.log.Error("readiness check failed", "err", err)
+	if err := a.cfg.Store.Ping(ctx); err != nil {
+		a.cfg.Logger.Error("readiness check failed", "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, `{"status":"unavailable"}`)
 		return
 	}
@@ -356,13 +354,13 @@ func (a *Server) ensureTenant(next http.Handler) http.Handler {
 		rc, _ := tenancy.FromContext(r.Context())
 		if rc.AuthMethod == tenancy.AuthJWT && !a.tenants.has(rc.TenantID) {
 			if !tenancy.ValidTenantID(rc.TenantID) {
-				a.log.Info("request denied", "reason", reasonInvalidTenantID, "status", http.StatusForbidden, "auth", string(rc.AuthMethod))
+				a.cfg.Logger.Info("request denied", "reason", reasonInvalidTenantID, "status", http.StatusForbidden, "auth", string(rc.AuthMethod))
 				a.denied(r, tenancy.RequestContext{}, reasonInvalidTenantID, http.StatusForbidden)
 				tenancy.WriteForbidden(w)
 				return
 			}
-			if err := a.store.EnsureTenant(r.Context(), rc.TenantID); err != nil {
-				a.log.Error("create tenant of JWT", "tenant", rc.TenantID, "err", err)
+			if err := a.cfg.Store.EnsureTenant(r.Context(), rc.TenantID); err != nil {
+				a.cfg.Logger.Error("create tenant of JWT", "tenant", rc.TenantID, "err", err)
 				a.denied(r, rc, tenancy.ReasonStorage, http.StatusServiceUnavailable)
 				tenancy.WriteUnavailable(w)
 				return
@@ -382,8 +380,8 @@ const reasonInvalidTenantID = "invalid_tenant_id"
 // hooked there) see it like the Authenticator's own.
 func (a *Server) denied(r *http.Request, rc tenancy.RequestContext, reason string, status int) {
 	tenancy.NoteRefusal(r.Context(), reason)
-	if a.auth.OnDenied != nil {
-		a.auth.OnDenied(r, rc, reason, status)
+	if a.cfg.Auth.OnDenied != nil {
+		a.cfg.Auth.OnDenied(r, rc, reason, status)
 	}
 }
 

@@ -8,13 +8,14 @@ import (
 	"github.com/nexus-mcp/nexus-mcp/tenancy"
 )
 
-// installTrust completes the EATP middleware's configuration cfg with the
-// server's logger and audit hooks, and makes every refusal of the edge —
+// installTrust completes the EATP middleware's configuration (Config.Trust)
+// with the server's logger and audit hooks, and makes every refusal of the edge —
 // authentication (401/403), trust (401/403) and rate limit (429) — write
 // one audit row, next to the hooks already installed.
-func (a *Server) installTrust(cfg delegation.MiddlewareConfig) {
-	cfg.Logger = a.log
-	cfg.OnDenied = func(r *http.Request, reason string, status int) {
+func (a *Server) installTrust() {
+	trust := &a.cfg.Trust
+	trust.Logger = a.cfg.Logger
+	trust.OnDenied = func(r *http.Request, reason string, status int) {
 		rc, _ := tenancy.FromContext(r.Context())
 		// Record what the refused request claimed (Extract bounds and
 		// cleans the ids).
@@ -23,14 +24,13 @@ func (a *Server) installTrust(cfg delegation.MiddlewareConfig) {
 		rc.Trust = tc
 		a.auditDenial(r, rc, "trust.denied", reason, status)
 	}
-	cfg.OnOriginDropped = func(r *http.Request, reason string) {
+	trust.OnOriginDropped = func(r *http.Request, reason string) {
 		rc, _ := tenancy.FromContext(r.Context())
 		a.auditDenial(r, rc, "trust.origin_dropped", reason, http.StatusOK)
 	}
-	a.trust = cfg
 
-	authDenied := a.auth.OnDenied
-	a.auth.OnDenied = func(r *http.Request, rc tenancy.RequestContext, reason string, status int) {
+	authDenied := a.cfg.Auth.OnDenied
+	a.cfg.Auth.OnDenied = func(r *http.Request, rc tenancy.RequestContext, reason string, status int) {
 		if authDenied != nil {
 			authDenied(r, rc, reason, status)
 		}
@@ -65,7 +65,7 @@ func (a *Server) auditDenial(r *http.Request, rc tenancy.RequestContext, action,
 	}
 	ctx := context.WithoutCancel(r.Context())
 	d := Denial{Action: action, Reason: reason, Status: status, Method: r.Method, Path: r.URL.Path}
-	if err := a.store.AuditDenial(ctx, rc, d); err != nil {
-		a.log.Error("audit of a refused request failed", "action", action, "status", status, "err", err)
+	if err := a.cfg.Store.AuditDenial(ctx, rc, d); err != nil {
+		a.cfg.Logger.Error("audit of a refused request failed", "action", action, "status", status, "err", err)
 	}
 }
